@@ -1,0 +1,192 @@
+"""Session lifecycle and the to_device delivery guarantee (SPEC §4, §8).
+
+Owns the rules that involve every session of a device: eviction on creation, expiry,
+deletion with the device, and deletion of to-device messages once every counting
+session has confirmed them. SQL is in :mod:`synapse_syncv3.store`; the minimum is the
+pure :func:`synapse_syncv3.core.acks.deletable_up_to`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+
+from synapse_syncv3 import metrics
+from synapse_syncv3.compat import SynapseCompat
+from synapse_syncv3.config import SyncV3Config
+from synapse_syncv3.core.acks import deletable_up_to
+from synapse_syncv3.core.params import Params
+from synapse_syncv3.core.tokens import SinceToken, new_session_id
+from synapse_syncv3.errors import unknown_session
+from synapse_syncv3.store import LoadedSession, SessionStore
+
+logger = logging.getLogger(__name__)
+
+TO_DEVICE = "to_device"
+
+
+@attrs.frozen
+class SessionRef:
+    session_id: str
+    #: The params version that applies to the response (new if params changed).
+    version: int
+
+
+class SessionManager:
+    def __init__(
+        self,
+        config: SyncV3Config,
+        store: SessionStore,
+        synapse: SynapseCompat,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._synapse = synapse
+        self._clock_ms = clock_ms
+        # Serialises, per device, session creation against "confirm, compute the
+        # minimum, delete", so that a session being created is never missed by a
+        # concurrent deletion in this process.
+        self._device_lock = synapse.make_linearizer("syncv3_device")
+
+    @property
+    def _ttl(self) -> int:
+        return self._config.session_ttl_ms
+
+    async def load(self, since: SinceToken, user_id: str, device_id: str) -> LoadedSession:
+        """The session and params named by ``since``, or 400 M_UNKNOWN_SYNC_SESSION."""
+        loaded = await self._store.load_session(
+            session_id=since.session_id,
+            version=since.version,
+            user_id=user_id,
+            device_id=device_id,
+            now_ms=self._clock_ms(),
+            ttl_ms=self._ttl,
+        )
+        if loaded is None:
+            raise unknown_session()
+        return loaded
+
+    async def create(self, user_id: str, device_id: str, params: Params) -> SessionRef:
+        session_id = new_session_id()
+        now_ms = self._clock_ms()
+        async with self._device_lock.queue((user_id, device_id)):
+            created = await self._store.create_session(
+                session_id=session_id,
+                user_id=user_id,
+                device_id=device_id,
+                params_json=params.to_json(),
+                wants_to_device=TO_DEVICE in params,
+                now_ms=now_ms,
+                ttl_ms=self._ttl,
+                max_sessions=self._config.max_sessions_per_device,
+            )
+            if created.evicted or created.expired:
+                # The removed sessions may have been the ones blocking deletion.
+                await self._delete_confirmed_locked(user_id, device_id, now_ms)
+        metrics.SESSIONS_CREATED.inc()
+        if created.evicted:
+            metrics.SESSIONS_REMOVED.labels(reason="evicted").inc(len(created.evicted))
+        if created.expired:
+            metrics.SESSIONS_REMOVED.labels(reason="expired").inc(len(created.expired))
+        return SessionRef(session_id, 1)
+
+    async def record(
+        self,
+        since: SinceToken,
+        loaded: LoadedSession,
+        user_id: str,
+        device_id: str,
+        old: Params,
+        new: Params,
+    ) -> SessionRef:
+        """Store changed params and the to_device confirmation carried by ``since``,
+        then delete what every counting session has confirmed (SPEC §3.5, §8)."""
+        changed = not new.same_as(old)
+        wants = TO_DEVICE in new
+        if not changed and not wants and not loaded.wants_to_device:
+            return SessionRef(since.session_id, since.version)
+
+        confirm = None
+        raw = since.positions.get(TO_DEVICE)
+        if wants and TO_DEVICE in old and raw is not None:
+            # Never confirm beyond what this server has issued.
+            current = self._synapse.to_device_key(self._synapse.current_token())
+            confirm = min(int(raw), current)
+
+        now_ms = self._clock_ms()
+        async with self._device_lock.queue((user_id, device_id)):
+            recorded = await self._store.record_request(
+                session_id=since.session_id,
+                user_id=user_id,
+                device_id=device_id,
+                new_params_json=new.to_json() if changed else None,
+                wants_to_device=wants,
+                to_device_restarted=wants and TO_DEVICE not in old,
+                confirm_to_device=confirm,
+                # Stopping to_device also changes who counts (§8.2 rule 2).
+                want_confirmations=wants or loaded.wants_to_device,
+                now_ms=now_ms,
+                ttl_ms=self._ttl,
+            )
+            if not recorded.session_exists:
+                raise unknown_session()
+            if recorded.confirmations is not None:
+                await self._delete_up_to(user_id, device_id, recorded.confirmations)
+        return SessionRef(since.session_id, recorded.new_version or since.version)
+
+    async def discard(self, session_id: str) -> None:
+        """Delete a session whose token was never handed out."""
+        await self._store.delete_session(session_id)
+
+    async def touch(self, session_id: str) -> None:
+        await self._store.touch(session_id, self._clock_ms())
+
+    async def on_device_deleted(self, user_id: str, device_id: str) -> None:
+        """Delete the sessions of a device that no longer exists (SPEC §4.3)."""
+        if not await self._synapse.device_exists(user_id, device_id):
+            removed = await self._store.delete_device_sessions(user_id, device_id)
+            if removed:
+                metrics.SESSIONS_REMOVED.labels(reason="device_deleted").inc(len(removed))
+                logger.info(
+                    "Deleted %d sync v3 sessions of deleted device %s of %s",
+                    len(removed),
+                    device_id,
+                    user_id,
+                )
+
+    async def sweep(self) -> None:
+        """Delete expired sessions and those of deleted devices, re-run to_device
+        deletion where an expired session was blocking it, and refresh the gauge."""
+        now_ms = self._clock_ms()
+        batch = 1000
+        while True:
+            result = await self._store.sweep(now_ms, self._ttl, batch=batch)
+            if result.expired:
+                metrics.SESSIONS_REMOVED.labels(reason="expired").inc(result.expired)
+            if result.device_deleted:
+                metrics.SESSIONS_REMOVED.labels(reason="device_deleted").inc(result.device_deleted)
+            for user_id, device_id in result.to_device_devices:
+                async with self._device_lock.queue((user_id, device_id)):
+                    await self._delete_confirmed_locked(user_id, device_id, now_ms)
+            if result.expired < batch and result.device_deleted < batch:
+                break
+        metrics.ACTIVE_SESSIONS.set(await self._store.count_live_sessions(now_ms, self._ttl))
+
+    async def _delete_confirmed_locked(self, user_id: str, device_id: str, now_ms: int) -> None:
+        confirmations = await self._store.to_device_confirmations(
+            user_id, device_id, now_ms, self._ttl
+        )
+        await self._delete_up_to(user_id, device_id, confirmations)
+
+    async def _delete_up_to(
+        self, user_id: str, device_id: str, confirmations: list[int | None]
+    ) -> None:
+        up_to = deletable_up_to(confirmations)
+        if up_to is None:
+            return
+        deleted = await self._synapse.delete_to_device_messages(user_id, device_id, up_to)
+        if deleted:
+            metrics.TO_DEVICE_DELETED.inc(deleted)

@@ -1,0 +1,156 @@
+"""The one small protocol every stream implements (see docs/architecture.md).
+
+A stream is a file in this package that defines:
+
+* how its request object is validated and what of it is stored (``parse_params``),
+* which param changes reset it (``resets``) and what it echoes (``negotiate``),
+* the syntax of its position in the since token (``valid_position``) and how a
+  position is bound to what this server has issued (``load_position``),
+* how it computes its data for the interval (position, now] (``compute``).
+
+Streams never import Synapse: they reach it through ``ctx.synapse`` (the compat
+layer), so that their pure parts are unit-testable and a Synapse release breaks only
+:mod:`synapse_syncv3.compat`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import attrs
+
+from synapse_syncv3.config import MaxLimits, SyncV3Config
+
+if TYPE_CHECKING:
+    from synapse_syncv3.compat import SynapseCompat
+
+JsonDict = dict[str, Any]
+
+INT_POSITION_RE = re.compile(r"^(0|[1-9][0-9]{0,17})$")
+
+
+@attrs.frozen
+class ParsedStreamParams:
+    """A validated stream object from a request body."""
+
+    #: What is stored in the session's params (no per-request or unknown fields).
+    stored: JsonDict
+    #: Per-request fields that apply to this request only (``p``, ``full_state``).
+    per_request: JsonDict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LoadedPosition:
+    """A position from a since token, bound to what this server has issued."""
+
+    value: Any
+    #: A Synapse ``StreamToken`` this worker must have caught up with before the
+    #: position can be used (SPEC §13.3), or None.
+    wait_for: Any = None
+
+
+@attrs.frozen
+class StreamResult:
+    #: The stream's fields besides the negotiated ones, or None when there is nothing
+    #: to say. Only used when the object appears in the response (SPEC §1.4).
+    payload: JsonDict | None = None
+    #: Whether the stream has data in the interval (ends a long-poll, SPEC §6).
+    has_data: bool = False
+    #: The stream's position for ``next``.
+    position: str | None = None
+    #: ``{"errcode", "error"}`` when the stream reports an error instead of data.
+    error: JsonDict | None = None
+
+
+@attrs.define
+class StreamContext:
+    """What a stream may know about the request it computes for."""
+
+    user_id: str
+    device_id: str
+    requester: Any
+    synapse: SynapseCompat
+    config: SyncV3Config
+    session_id: str
+    #: Synapse ``StreamToken`` of "now" (SPEC §1.2), sampled once per computation.
+    now: Any = None
+    #: Results of the streams already computed for this response, by name.
+    results: dict[str, StreamResult] = attrs.field(factory=dict)
+
+
+class Stream(Protocol):
+    name: ClassVar[str]
+    #: One-letter code of the stream's position in the since token.
+    code: ClassVar[str]
+
+    def parse_params(self, obj: JsonDict) -> ParsedStreamParams:
+        """Validate a stream object of the body (SPEC §3.4); raise SyncV3Error."""
+        ...
+
+    def resets(self, old: JsonDict, new: JsonDict) -> bool:
+        """Whether changing the stored params from ``old`` to ``new`` resets the
+        stream (SPEC §5.4)."""
+        ...
+
+    def negotiate(self, params: JsonDict, limits: MaxLimits) -> JsonDict:
+        """The effective values echoed in every object of the stream (SPEC §5.5)."""
+        ...
+
+    def valid_position(self, raw: str) -> bool:
+        """Whether ``raw`` is a well-formed position of this stream (pure)."""
+        ...
+
+    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        """Bind a well-formed position to what this server has issued (SPEC §4.4 7)."""
+        ...
+
+    async def compute(
+        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
+    ) -> StreamResult:
+        """Compute the stream for (position, ctx.now]; ``position`` is None for a
+        first delivery."""
+        ...
+
+
+class NoFieldsMixin:
+    """For streams whose request object has no fields (SPEC §7.7–7.9)."""
+
+    def parse_params(self, obj: JsonDict) -> ParsedStreamParams:
+        return ParsedStreamParams(stored={})
+
+    def resets(self, old: JsonDict, new: JsonDict) -> bool:
+        return False
+
+    def negotiate(self, params: JsonDict, limits: MaxLimits) -> JsonDict:
+        return {}
+
+
+class NotYetServedMixin:
+    """Compute side of a stream whose request syntax is validated and stored, but
+    whose data is not served by this version of the module yet.
+
+    The stream object is an error object (as SPEC §7.3 does for per-stream errors):
+    it appears on first delivery and whenever the stream key is in the body, is never
+    data, and never ends a wait. The params stay stored, so a later version of the
+    module serves the stream without the client changing anything.
+    """
+
+    name: ClassVar[str]
+
+    def valid_position(self, raw: str) -> bool:
+        return raw == "0"
+
+    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        return LoadedPosition(value=0)
+
+    async def compute(
+        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
+    ) -> StreamResult:
+        return StreamResult(
+            position="0",
+            error={
+                "errcode": "M_UNRECOGNIZED",
+                "error": f"The {self.name} stream is not served by this version of synapse-syncv3",
+            },
+        )

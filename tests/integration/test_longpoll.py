@@ -1,0 +1,135 @@
+"""Long-polling on Synapse's notifier (SPEC §6; §14 items 37–43)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from tests.integration.helpers import V3, V3_PATH, Server, after, retype, shared_room, timed
+
+
+def test_new_session_never_waits(server: Server) -> None:  # item 37
+    v3 = V3(server.user())
+    body, elapsed = timed(lambda: v3.ok({"to_device": {}}, timeout=10000))
+    assert elapsed < 1
+    assert "to_device" in body
+
+
+def test_timeout_reply(server: Server) -> None:  # item 38
+    v3 = V3(server.user())
+    since = v3.ok({"to_device": {}})["next"]
+    body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=1500))
+    assert 1.4 <= elapsed <= 3, elapsed
+    assert body == {"next": since}
+
+
+def test_timeout_is_clamped(server_with: Callable[..., Server]) -> None:  # item 39
+    server = server_with({"session_ttl": "2s", "max_timeout_ms": 1000})
+    v3 = V3(server.user())
+    since = v3.ok({"to_device": {}})["next"]
+    body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=60000))
+    assert elapsed < 3
+    assert body == {"next": since}
+
+
+def test_typing_wakes_the_long_poll(server: Server) -> None:  # item 40
+    (alice, bob), room = server.room_with(2)
+    v3 = V3(alice)
+    since = v3.ok({"typing": {"room_id": room}})["next"]
+    typed_at: list[float] = []
+
+    def type_now() -> None:
+        typed_at.append(time.monotonic())
+        retype(bob, room)
+
+    with after(0.5, type_now):
+        body = v3.ok({}, since=since, timeout=10000)
+        answered_at = time.monotonic()
+    assert body["typing"]["user_ids"] == [bob.user_id]
+    assert answered_at - typed_at[0] < 1
+
+
+def test_unrequested_stream_does_not_wake(server: Server) -> None:  # item 41
+    user = server.user()
+    room = user.create_room()
+    v3 = V3(user)
+    since = v3.ok({"typing": {"room_id": room}})["next"]
+    message = {user.user_id: {user.device_id: {"x": 1}}}
+    with after(0.3, lambda: user.send_to_device("m.test", message)):
+        body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=1500))
+    assert body == {"next": since}
+    assert elapsed >= 1.4
+
+
+def test_other_activity_does_not_wake(server: Server) -> None:
+    """Messages in the user's room, presence changes of a room-mate and typing in an
+    untracked room give the requested streams no data: the wait goes on."""
+    alice, bob = server.user(), server.user()
+    tracked, other = shared_room(alice, bob), shared_room(alice, bob)
+    v3 = V3(alice)
+    since = v3.ok({"typing": {"room_id": tracked}, "to_device": {}})["next"]
+
+    def activity() -> None:
+        bob.send_message(other, "hello")
+        bob.client.put(f"/_matrix/client/v3/presence/{bob.user_id}/status", {"presence": "online"})
+        retype(bob, other)
+
+    with after(0.3, activity):
+        body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=1500))
+    assert body == {"next": since}
+    assert elapsed >= 1.4
+
+
+def test_page_request_never_waits(server: Server) -> None:  # item 42
+    user = server.user()
+    room = user.create_room()
+    v3 = V3(user)
+    since = v3.ok({"room_members": {"room_id": room}})["next"]
+    body, elapsed = timed(
+        lambda: v3.ok({"room_members": {"room_id": room, "p": {}}}, since=since, timeout=10000)
+    )
+    assert elapsed < 1
+    assert "room_members" in body
+
+
+def test_default_timeout_is_zero(server: Server) -> None:  # item 43
+    v3 = V3(server.user())
+    since = v3.ok({"to_device": {}})["next"]
+    body, elapsed = timed(lambda: v3.ok({}, since=since))
+    assert elapsed < 1
+    assert body == {"next": since}
+
+
+def test_disconnect_cancels_the_wait(server: Server) -> None:
+    """A client that goes away cancels its wait: the process stops waiting for it."""
+    user = server.user()
+    v3 = V3(user)
+    since = v3.ok({"to_device": {}})["next"]
+    cancelled_before = server.metric(
+        "synapse_syncv3_wait_duration_seconds_count", outcome="cancelled"
+    )
+
+    url = urlsplit(server.base_url)
+    body = b"{}"
+    request = (
+        f"POST {V3_PATH}?since={since}&timeout=20000 HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\nAuthorization: Bearer {user.access_token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(request)
+        deadline = time.monotonic() + 5
+        while server.metric("synapse_syncv3_waiting_requests") < 1:
+            assert time.monotonic() < deadline, "the request never started waiting"
+            time.sleep(0.05)
+    # The socket is closed: the wait must end long before its 20 s timeout.
+    deadline = time.monotonic() + 5
+    while server.metric("synapse_syncv3_waiting_requests") > 0:
+        assert time.monotonic() < deadline, "the wait was not cancelled"
+        time.sleep(0.05)
+    cancelled = server.metric("synapse_syncv3_wait_duration_seconds_count", outcome="cancelled")
+    assert cancelled == cancelled_before + 1
+    # The session is intact.
+    assert v3.ok({}, since=since)["next"] == since
