@@ -66,6 +66,24 @@ class Server:
         account = self.hs.login(user.localpart, device_id=device_id, **kwargs)
         return MatrixUser(self.hs.base_url, account)
 
+    def wait_for_background_updates(self, timeout: float = 30) -> None:
+        """Wait until Synapse has no pending background database updates."""
+        deadline = time.monotonic() + timeout
+        while self.query("SELECT count(*) FROM background_updates")[0][0]:
+            assert time.monotonic() < deadline, "Synapse's background updates did not finish"
+            time.sleep(0.05)
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop Synapse (SIGTERM, or SIGKILL with ``kill``) and start it again.
+
+        Synapse's own background updates of a fresh database are waited for first: a
+        restart in the middle of one (the user directory population) makes Synapse log
+        errors about its own temporary tables on the next start, which is Synapse's
+        business, not what the tests examine.
+        """
+        self.wait_for_background_updates()
+        self.hs.restart(kill=kill)
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run a read-only query against the homeserver's database."""
         with self._cursor() as cur:

@@ -104,7 +104,7 @@ def test_tokens_survive_a_restart(own_server: Callable[..., Server]) -> None:  #
     first = v3.ok({"typing": {"room_id": room}, "to_device": {"limit": 7}})
     assert first["typing"] == {"user_ids": []}
     since = first["next"]
-    server.hs.restart()
+    server.restart()
     # Params and positions are intact: nothing new, so a timeout reply with the same
     # token; then a message arrives with the stored limit.
     assert v3.ok({}, since=since, timeout=500) == {"next": since}

@@ -25,7 +25,7 @@ def test_tables_and_second_start(own_server: Callable[..., Server]) -> None:  # 
     ours = {t for t in _tables(server) if "syncv3" in t}
     assert {"syncv3_schema_version", "syncv3_sessions", "syncv3_params"} <= ours
     assert all(t.startswith("syncv3_") for t in ours)
-    server.hs.restart()  # a second start on the same database
+    server.restart()  # a second start on the same database
     assert server.query("SELECT version FROM syncv3_schema_version") == [(1,)]
     assert server.query("SELECT COUNT(*) FROM syncv3_sessions")[0][0] == 1
     assert since.startswith("V3_")

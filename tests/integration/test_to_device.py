@@ -213,12 +213,12 @@ def test_restart_between_delivery_and_confirmation(own_server: Callable[..., Ser
     since = v3.ok({"to_device": {}})["next"]
     send(alice, bob, m=1)
     assert contents(v3.ok({}, since=since)) == [{"m": 1}]
-    server.hs.restart()
+    server.restart()
     assert contents(v3.ok({}, since=since)) == [{"m": 1}]
     send(alice, bob, m=2)
     delivered = v3.ok({}, since=since)
     assert contents(delivered) == [{"m": 1}, {"m": 2}]
-    server.hs.restart(kill=True)  # SIGKILL: nothing gets to shut down cleanly
+    server.restart(kill=True)  # SIGKILL: nothing gets to shut down cleanly
     assert contents(v3.ok({}, since=since)) == [{"m": 1}, {"m": 2}]
     confirmed = v3.ok({}, since=delivered["next"])
     assert "to_device" not in confirmed
