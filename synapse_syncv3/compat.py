@@ -271,6 +271,12 @@ class SynapseCompat:
     async def device_exists(self, user_id: str, device_id: str) -> bool:
         return await self._store.get_device(user_id, device_id) is not None
 
+    # -- room members (SPEC §7.3) ----------------------------------------------------
+
+    # -- receipts and account data (SPEC §7.6, §7.7) -----------------------------------
+
+    # -- presence and e2ee (SPEC §7.8, §7.9) -------------------------------------------
+
 
 def _user_id(user_id: str) -> Any:
     from synapse.types import UserID

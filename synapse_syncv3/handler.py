@@ -33,6 +33,10 @@ JsonDict = dict[str, Any]
 #: (SPEC §4.3); quicker ones are covered by the mark made when they started.
 _TOUCH_AFTER_SECONDS = 1.0
 
+#: Streams whose object also appears whenever another stream object with data
+#: appears, so that what they carry stays fresh (SPEC §7.9: the e2ee counts).
+_SHOWN_WITH_OTHER_DATA = frozenset({"e2ee"})
+
 
 @attrs.frozen
 class SyncRequest:
@@ -219,12 +223,18 @@ class SyncV3Handler:
     ) -> JsonDict:
         """Stream objects by the rules of SPEC §1.4, then ``next``."""
         echo = body.non_null_streams()
+        other_data = any(
+            result.has_data
+            for name, result in results.items()
+            if name not in _SHOWN_WITH_OTHER_DATA
+        )
         response: JsonDict = {}
         positions = {}
         for name, result in results.items():
             if result.position is not None:
                 positions[name] = result.position
-            if not (result.has_data or name in fresh or name in echo):
+            shown_with_others = other_data and name in _SHOWN_WITH_OTHER_DATA
+            if not (result.has_data or name in fresh or name in echo or shown_with_others):
                 continue
             key = params.key_for(name)
             if result.error is not None:
