@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 from synapse.api.errors import SynapseError
 from synapse.api.ratelimiting import Ratelimiter
 from synapse.http.servlet import RestServlet
@@ -115,6 +116,33 @@ def inject_client_servlet(api: ModuleApi, register: Callable[[Any], None]) -> st
         groups["client"] = (*current, _register_module_client_servlets)
     _CLIENT_SERVLETS[api._hs] = register
     return None
+
+
+JsonDict = dict[str, Any]
+
+
+@attrs.frozen
+class MemberRow:
+    """One member event of a room's state, with what the member list sorts by."""
+
+    event_id: str
+    user_id: str
+    membership: str
+    #: ``content.displayname`` when it is a string (as Synapse stores it), else None.
+    display_name: str | None
+    #: Power level in force (Synapse's own rule, creators' unlimited power included).
+    power: int
+
+
+@attrs.frozen
+class MembershipView:
+    """A local user's relation to a room, as far as its member list is concerned."""
+
+    #: Current membership: join, invite, knock, leave, ban, forgotten, or None.
+    membership: str | None
+    #: Room stream position of the leave/kick/ban event of a user who was joined.
+    left_at: int | None
+    world_readable: bool
 
 
 class SynapseCompat:
@@ -273,9 +301,480 @@ class SynapseCompat:
 
     # -- room members (SPEC §7.3) ----------------------------------------------------
 
+    def room_key(self, token: StreamToken) -> int:
+        """The room event stream position of a token (its minimum over event writers,
+        so that with several event persisters nothing is skipped)."""
+        return int(token.room_key.stream)
+
+    async def bound_room_position(self, position: int) -> StreamToken:
+        """The current token with the room position replaced by ``position``, clamped
+        (quietly) to what the homeserver has allocated."""
+        from synapse.types import RoomStreamToken
+
+        token = self.current_token()
+        if position > int(token.room_key.stream):
+            id_gen = getattr(self._store, "_stream_id_gen", None)
+            if id_gen is not None and hasattr(id_gen, "get_max_allocated_token"):
+                allocated = int(await id_gen.get_max_allocated_token())
+            else:  # pragma: no cover - older id generators
+                allocated = int(self._store.get_room_max_stream_ordering())
+            position = min(position, allocated)
+        return token.copy_and_replace(StreamKeyType.ROOM, RoomStreamToken(stream=position))
+
+    def room_changed_since(self, room_id: str, position: int) -> bool:
+        """False only if the room certainly has no event after ``position`` (Synapse's
+        in-memory stream change cache; cheap enough for every notifier wake)."""
+        from synapse.types import RoomStreamToken
+
+        changed = self._store.get_rooms_that_changed([room_id], RoomStreamToken(stream=position))
+        return room_id in changed
+
+    async def membership_view(self, user_id: str, room_id: str) -> MembershipView:
+        """What a local user may see of a room's member list (SPEC §7.3)."""
+        membership, event_id = await self._store.get_local_current_membership_for_user_in_room(
+            user_id, room_id
+        )
+        world_readable = False
+        state = self._hs.get_storage_controllers().state
+        visibility = await state.get_current_state_event(room_id, "m.room.history_visibility", "")
+        if visibility is not None:
+            world_readable = visibility.content.get("history_visibility") == "world_readable"
+        left_at: int | None = None
+        if membership in ("leave", "ban") and event_id is not None:
+            if await self._store.did_forget(user_id, room_id):
+                membership = "forgotten"
+            elif await self._ever_joined(user_id, room_id):
+                left_at = int((await self._store.get_position_for_event(event_id)).stream)
+        return MembershipView(membership, left_at, world_readable)
+
+    async def _ever_joined(self, user_id: str, room_id: str) -> bool:
+        def txn(cursor: Any) -> bool:
+            cursor.execute(
+                "SELECT 1 FROM room_memberships WHERE room_id = ? AND user_id = ?"
+                " AND membership = 'join' LIMIT 1",
+                (room_id, user_id),
+            )
+            return cursor.fetchone() is not None
+
+        return bool(await self._store.db_pool.runInteraction("syncv3_ever_joined", txn))
+
+    async def member_state_at(self, room_id: str, position: int) -> list[MemberRow]:
+        """The member events of the room's state at a room stream position, with the
+        data the member list is sorted by (membership, display name, power level)."""
+        from synapse.api.constants import EventTypes
+        from synapse.event_auth import get_user_power_level
+        from synapse.storage.databases.main.events_worker import EventRedactBehaviour
+        from synapse.storage.engines import PostgresEngine
+        from synapse.types import RoomStreamToken
+        from synapse.types.state import StateFilter
+
+        token = self.current_token().copy_and_replace(
+            StreamKeyType.ROOM, RoomStreamToken(stream=position)
+        )
+        state_ids = await self._hs.get_storage_controllers().state.get_state_ids_at(
+            room_id,
+            token,
+            state_filter=StateFilter.from_types(
+                [
+                    (EventTypes.Member, None),
+                    (EventTypes.PowerLevels, ""),
+                    (EventTypes.Create, ""),
+                ]
+            ),
+            await_full_state=False,
+        )
+        auth_ids = [
+            state_ids[key]
+            for key in ((EventTypes.Create, ""), (EventTypes.PowerLevels, ""))
+            if key in state_ids
+        ]
+        auth_events = await self._store.get_events(
+            auth_ids, redact_behaviour=EventRedactBehaviour.block
+        )
+        by_key = {(e.type, e.state_key): e for e in auth_events.values()}
+        if (EventTypes.Create, "") not in by_key:
+            return []
+        member_ids = [
+            event_id for (kind, _), event_id in state_ids.items() if kind == EventTypes.Member
+        ]
+        is_postgres = isinstance(self._store.database_engine, PostgresEngine)
+
+        def txn(cursor: Any) -> list[tuple[str, str, str, str | None]]:
+            rows: list[tuple[str, str, str, str | None]] = []
+            if is_postgres:
+                cursor.execute(
+                    "SELECT event_id, user_id, membership, display_name FROM room_memberships"
+                    " WHERE event_id = ANY(?)",
+                    (member_ids,),
+                )
+                rows.extend(cursor.fetchall())
+                return rows
+            for start in range(0, len(member_ids), 500):
+                chunk = member_ids[start : start + 500]
+                cursor.execute(
+                    "SELECT event_id, user_id, membership, display_name FROM room_memberships"
+                    " WHERE event_id IN (" + ",".join("?" * len(chunk)) + ")",
+                    chunk,
+                )
+                rows.extend(cursor.fetchall())
+            return rows
+
+        rows = await self._store.db_pool.runInteraction("syncv3_member_state", txn)
+        return [
+            MemberRow(
+                event_id=event_id,
+                user_id=member,
+                membership=membership,
+                display_name=display_name,
+                power=get_user_power_level(member, by_key),
+            )
+            for event_id, member, membership, display_name in rows
+        ]
+
+    async def member_event_ids_between(
+        self, room_id: str, after: int, up_to: int, limit: int
+    ) -> list[tuple[str, int]]:
+        """(event id, stream position) of the room's ``m.room.member`` events with
+        after < position <= up_to, oldest first, at most ``limit``."""
+
+        def txn(cursor: Any) -> list[tuple[str, int]]:
+            cursor.execute(
+                "SELECT e.event_id, e.stream_ordering FROM events AS e"
+                " LEFT JOIN rejections AS r ON r.event_id = e.event_id"
+                " WHERE e.room_id = ? AND e.type = 'm.room.member' AND NOT e.outlier"
+                " AND r.event_id IS NULL AND e.stream_ordering > ? AND e.stream_ordering <= ?"
+                " ORDER BY e.stream_ordering ASC LIMIT ?",
+                (room_id, after, up_to, limit),
+            )
+            return [(event_id, int(position)) for event_id, position in cursor.fetchall()]
+
+        return list(await self._store.db_pool.runInteraction("syncv3_member_events", txn))
+
+    async def serialized_state_events(self, requester: Any, event_ids: list[str]) -> list[JsonDict]:
+        """State events in client format (SPEC §1.5), in the order of ``event_ids``,
+        without a visibility filter: the caller decided the user may see them."""
+        from synapse.events.utils import FilteredEvent
+
+        events = await self._store.get_events(event_ids, get_prev_content=False)
+        present = [FilteredEvent.state(events[e]) for e in event_ids if e in events]
+        return await self._serialize(requester, present)
+
+    async def visible_serialized_events(
+        self, requester: Any, event_ids: list[str], is_peeking: bool
+    ) -> list[JsonDict]:
+        """Events in client format, after Synapse's own visibility filter (history
+        visibility, erasure, soft failure), in the order of ``event_ids``."""
+        from synapse.visibility import filter_and_transform_events_for_client
+
+        user_id = requester.user.to_string()
+        events = await self._store.get_events_as_list(event_ids, get_prev_content=True)
+        filtered = await filter_and_transform_events_for_client(
+            self._hs.get_storage_controllers(), user_id, events, is_peeking=is_peeking
+        )
+        return await self._serialize(requester, filtered)
+
+    async def _serialize(self, requester: Any, filtered: list[Any]) -> list[JsonDict]:
+        """Serialize ``FilteredEvent``s the way v2 sync serializes timeline events."""
+        serializer = self._hs.get_event_client_serializer()
+        if hasattr(serializer, "create_config"):  # 1.157 and later
+            from synapse.events.utils import EventFormat  # type: ignore[attr-defined]
+
+            config = await serializer.create_config(
+                requester=requester, event_format=EventFormat.ClientV2WithoutRoomId
+            )
+        else:  # 1.152 to 1.156
+            from synapse.events.utils import (
+                SerializeEventConfig,
+                format_event_for_client_v2_without_room_id,  # type: ignore[attr-defined]
+            )
+
+            config = SerializeEventConfig(  # type: ignore[call-arg]
+                event_format=format_event_for_client_v2_without_room_id,  # type: ignore[arg-type]
+                requester=requester,
+            )
+        return list(
+            await serializer.serialize_events(filtered, self._clock.time_msec(), config=config)
+        )
+
     # -- receipts and account data (SPEC §7.6, §7.7) -----------------------------------
 
+    @staticmethod
+    def receipt_key(token: StreamToken) -> Any:
+        """The receipt position (a ``MultiWriterStreamToken``) of a StreamToken."""
+        return token.receipt_key
+
+    @staticmethod
+    def receipts_ahead(key: Any, since: Any) -> bool:
+        """Whether receipt position ``key`` is past ``since`` for some writer."""
+        return not key.is_before_or_eq(since)
+
+    @staticmethod
+    def later_receipt_key(a: Any, b: Any) -> Any:
+        """The receipt position at or after both ``a`` and ``b``."""
+        return a.copy_and_advance(b)
+
+    async def receipt_position_string(self, key: Any) -> str:
+        """Synapse's own wire form of a receipt position: ``12`` or ``m12~1.14~2.13``."""
+        return str(await key.to_string(self._store))
+
+    async def bound_receipt_position(
+        self, stream: int, writers: Iterable[tuple[int, int]]
+    ) -> StreamToken:
+        """The current token with the receipt position replaced by the one given in
+        Synapse's wire form (``stream``, and ``(instance id, position)`` of writers
+        ahead of it, all positions > ``stream``), clamped to what this homeserver has
+        allocated.
+
+        ``MultiWriterStreamToken.parse`` and ``EventSources.bound_future_token`` log an
+        ERROR for bad or future positions; a position from a since token is client
+        input, so this resolves and bounds it quietly. A writer id this homeserver
+        does not know is dropped: the position falls back to ``stream`` for it, which
+        only means delivering again (never losing) that writer's receipts.
+        """
+        from immutabledict import immutabledict
+        from synapse.api.errors import StoreError
+        from synapse.storage.engines import PostgresEngine
+        from synapse.types import MultiWriterStreamToken
+
+        instance_map: dict[str, int] = {}
+        # Only PostgreSQL has several writers (and the ``instance_map`` table).
+        multi_writer = isinstance(self._store.database_engine, PostgresEngine)
+        for instance_id, position in writers if multi_writer else ():
+            try:
+                name = await self._store.get_name_from_instance_id(instance_id)
+            except StoreError:
+                continue
+            instance_map[str(name)] = position
+        key = MultiWriterStreamToken(stream=stream, instance_map=immutabledict(instance_map))
+        token = self.current_token()
+        if not key.is_before_or_eq(token.receipt_key):
+            # Ahead of this worker: replication lag (the caller waits for it), or a
+            # position never issued (clamped).
+            id_gen = self._store.get_receipts_stream_id_gen()
+            key = key.bound_stream_token(int(await id_gen.get_max_allocated_token()))
+        return token.copy_and_replace(StreamKeyType.RECEIPT, key)
+
+    async def receipts_in_rooms(
+        self, user_id: str, room_ids: Collection[str], from_key: Any | None, to_key: Any
+    ) -> dict[str, dict[str, Any]]:
+        """``{room_id: content of m.receipt}`` of the rooms with receipts in
+        (from_key, to_key] (all current receipts when ``from_key`` is None), with other
+        users' private read receipts removed, as v2 sync gives them."""
+        if not room_ids:
+            return {}
+        source = self._event_sources.sources.receipt
+        if from_key is None:
+            events = await self._store.get_linearized_receipts_for_rooms(room_ids, to_key=to_key)
+            events = source.filter_out_private_receipts(events, user_id)
+        else:
+            events, _ = await source.get_new_events(
+                user=_user_id(user_id),
+                from_key=from_key,
+                to_key=to_key,
+                limit=len(room_ids),
+                room_ids=room_ids,
+                is_guest=False,
+            )
+        rooms: dict[str, dict[str, Any]] = {}
+        for event in events:
+            content = rooms.setdefault(event["room_id"], {})
+            for event_id, by_type in event["content"].items():
+                for receipt_type, by_user in by_type.items():
+                    # Copies: the events come from Synapse's caches.
+                    content.setdefault(event_id, {}).setdefault(receipt_type, {}).update(by_user)
+        return rooms
+
+    @staticmethod
+    def account_data_keys(token: StreamToken) -> tuple[int, int]:
+        """(account data position, push rules position) of a StreamToken."""
+        return int(token.account_data_key), int(token.push_rules_key)
+
+    async def bound_account_data_position(self, account_data: int, push_rules: int) -> StreamToken:
+        """The current token with the account-data and push-rules positions replaced,
+        each clamped to what this homeserver has allocated (quietly, like
+        ``bound_to_device_position``)."""
+        token = self.current_token()
+        if account_data > int(token.account_data_key):
+            id_gen = self._store.get_account_data_id_generator()
+            account_data = min(account_data, int(await id_gen.get_max_allocated_token()))
+        if push_rules > int(token.push_rules_key):
+            id_gen = self._store.get_push_rules_stream_id_gen()
+            push_rules = min(push_rules, int(await id_gen.get_max_allocated_token()))
+        token = token.copy_and_replace(StreamKeyType.ACCOUNT_DATA, account_data)
+        return token.copy_and_replace(StreamKeyType.PUSH_RULES, push_rules)
+
+    async def global_account_data(self, user_id: str, since: int | None) -> dict[str, Any]:
+        """``{type: content}`` of the user's global account data (changed after
+        ``since``, or all when None), without ``m.push_rules``. Deleted entries have
+        content ``{}``, as in v2 sync."""
+        if since is None:
+            return dict(await self._store.get_global_account_data_for_user(user_id))
+        return dict(await self._store.get_updated_global_account_data_for_user(user_id, since))
+
+    async def room_account_data(self, user_id: str, since: int | None) -> dict[str, dict[str, Any]]:
+        """``{room_id: {type: content}}`` of the user's room account data (changed
+        after ``since``, or all when None), with the room tags as ``m.tag`` as v2 sync
+        gives them (``{"tags": {}}`` for a room whose last tag was removed)."""
+        if since is None:
+            data = await self._store.get_room_account_data_for_user(user_id)
+            tags = await self._store.get_tags_for_user(user_id)
+        else:
+            data = await self._store.get_updated_room_account_data_for_user(user_id, since)
+            tags = await self._store.get_updated_tags(user_id, since)
+        rooms = {room_id: dict(by_type) for room_id, by_type in data.items()}
+        for room_id, room_tags in tags.items():
+            rooms.setdefault(room_id, {})["m.tag"] = {"tags": dict(room_tags)}
+        return rooms
+
+    async def push_rules_changed(self, user_id: str, since: int) -> bool:
+        return bool(await self._store.have_push_rules_changed_for_user(user_id, since))
+
+    async def push_rules_content(self, user_id: str) -> dict[str, Any]:
+        """The content of the global ``m.push_rules`` account data, as v2 sync
+        builds it."""
+        handler = self._hs.get_push_rules_handler()
+        return dict(await handler.push_rules_for_user(_user_id(user_id)))
+
     # -- presence and e2ee (SPEC §7.8, §7.9) -------------------------------------------
+
+    def presence_enabled(self) -> bool:
+        """Whether Synapse has presence enabled (``presence.enabled``, also "untracked")."""
+        return bool(self._hs.config.server.presence_enabled)
+
+    @staticmethod
+    def presence_key(token: StreamToken) -> int:
+        return int(token.presence_key)
+
+    async def bound_presence_position(self, position: int) -> StreamToken:
+        """The current token with the presence position replaced by ``position``,
+        clamped to what this homeserver has allocated (quietly, as
+        :meth:`bound_to_device_position`)."""
+        token = self.current_token()
+        if position > int(token.presence_key):
+            id_gen = self._store.get_presence_stream_id_gen()
+            position = min(position, int(await id_gen.get_max_allocated_token()))
+        return token.copy_and_replace(StreamKeyType.PRESENCE, position)
+
+    async def presence_events(
+        self, user_id: str, is_guest: bool, from_key: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``m.presence`` events of the users the user may see (those sharing a room,
+        the user, and whoever a presence router adds) whose presence changed after
+        ``from_key`` (None: everyone's current presence), formatted as v2 sync does,
+        and the presence position they go up to.
+
+        Offline users are left out when ``from_key`` is None unless Synapse is
+        configured to include them on initial sync (the rule of v2 sync).
+        """
+        from synapse.handlers.presence import format_user_presence_state
+
+        include_offline = (
+            from_key is not None or self._hs.config.server.presence_include_offline_users_on_sync
+        )
+        states, key = await self._event_sources.sources.presence.get_new_events(
+            user=_user_id(user_id),
+            from_key=from_key,
+            is_guest=is_guest,
+            include_offline=bool(include_offline),
+        )
+        now_ms = self._clock.time_msec()
+        events = [
+            {
+                "type": "m.presence",
+                "sender": state.user_id,
+                "content": format_user_presence_state(state, now_ms, include_user_id=False),
+            }
+            for state in states
+        ]
+        return events, int(key)
+
+    async def e2ee_position_string(self, token: StreamToken) -> str:
+        """The room and device-list positions of ``token`` as ``<room>_<device lists>``,
+        each in Synapse's own string form (``s12`` / ``m12~1.14`` and ``7`` /
+        ``m7~1.9``). The room position is needed because ``device_lists.left`` and
+        newly shared users come from membership changes."""
+        room = await token.room_key.to_string(self._store)
+        devices = await token.device_list_key.to_string(self._store)
+        return f"{room}_{devices}"
+
+    async def load_e2ee_position(self, raw: str) -> StreamToken:
+        """The current token with the room and device-list positions of ``raw`` (a
+        string of :meth:`e2ee_position_string` whose syntax the caller checked),
+        each clamped to what this homeserver has allocated.
+
+        Parsed here rather than with Synapse's ``parse``, which logs an ERROR for an
+        unknown writer instance id: such an entry (client input) is dropped, which
+        only moves the position back (at-least-once delivery).
+        """
+        room_raw, devices_raw = raw.split("_", 1)
+        now = self.current_token()
+        room = await self._multi_writer_token(now.room_key, room_raw[1:])
+        devices = await self._multi_writer_token(
+            now.device_list_key, devices_raw[1:] if devices_raw[0] == "m" else devices_raw
+        )
+        if not room.is_before_or_eq(now.room_key):
+            id_gen = self._store.get_events_stream_id_generator()
+            room = room.bound_stream_token(int(await id_gen.get_max_allocated_token()))
+        if not devices.is_before_or_eq(now.device_list_key):
+            id_gen = self._store.get_device_stream_id_generator()
+            devices = devices.bound_stream_token(int(await id_gen.get_max_allocated_token()))
+        return now.copy_and_replace(StreamKeyType.ROOM, room).copy_and_replace(
+            StreamKeyType.DEVICE_LIST, devices
+        )
+
+    async def _multi_writer_token(self, template: Any, raw: str) -> Any:
+        """A multi-writer token of ``template``'s class from ``N`` or ``N~id.pos~…``
+        (Synapse's string form without its prefix); entries of unknown instance ids
+        and entries not ahead of ``N`` are dropped.
+
+        Only PostgreSQL deployments have several writers per stream (and the
+        ``instance_map`` table): on SQLite every entry is unknown.
+        """
+        from attrs import evolve
+        from immutabledict import immutabledict
+        from synapse.api.errors import StoreError
+        from synapse.storage.engines import PostgresEngine
+
+        stream_raw, *entries = raw.split("~")
+        stream = int(stream_raw)
+        instance_map: dict[str, int] = {}
+        if not isinstance(self._store.database_engine, PostgresEngine):
+            entries = []
+        for entry in entries:
+            instance_id, pos = (int(value) for value in entry.split("."))
+            if pos <= stream:
+                continue
+            try:
+                name = await self._store.get_name_from_instance_id(instance_id)
+            except StoreError:
+                continue
+            instance_map[name] = pos
+        return evolve(template, stream=stream, instance_map=immutabledict(instance_map))
+
+    @staticmethod
+    def e2ee_position_behind(position: StreamToken, now: StreamToken) -> bool:
+        """Whether the room or device-list stream moved in (position, now]."""
+        return not (
+            now.room_key.is_before_or_eq(position.room_key)
+            and now.device_list_key.is_before_or_eq(position.device_list_key)
+        )
+
+    async def device_list_changes(
+        self, user_id: str, from_token: StreamToken
+    ) -> tuple[list[str], list[str]]:
+        """``(changed, left)`` since ``from_token`` up to the current token, exactly
+        as v2 sync computes ``device_lists``."""
+        updates = await self._hs.get_device_handler().get_user_ids_changed(user_id, from_token)
+        return sorted(updates.changed), sorted(updates.left)
+
+    async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
+        """One-time-key counts of the device; ``signed_curve25519`` always present."""
+        counts = dict(await self._store.count_e2e_one_time_keys(user_id, device_id))
+        counts.setdefault("signed_curve25519", 0)
+        return counts
+
+    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
+        return list(await self._store.get_e2e_unused_fallback_key_types(user_id, device_id))
 
 
 def _user_id(user_id: str) -> Any:

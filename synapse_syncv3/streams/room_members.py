@@ -1,26 +1,55 @@
-"""The ``room_members`` stream (SPEC §7.3): request syntax and negotiation.
+"""The ``room_members`` stream (SPEC §7.3): the member list of one room, as sorted
+pages of a snapshot pinned at the stream's position, then as member events.
 
-Snapshot paging and member deltas are not served yet (see docs/api.md); the params
-are validated and stored exactly as the SPEC says so that clients and later versions
-of the module agree on them.
+* Snapshot mode (first delivery, reset, or ``p`` in the request): a first page takes
+  the snapshot at ``now`` (the *anchor*, which becomes the position); a continuation
+  page reads the snapshot at the anchor named by its cursor, which must be the
+  position in ``since``, and leaves the position where it is.
+* Streaming mode: the room's ``m.room.member`` events after the position, through
+  Synapse's visibility filter, at most ``limit``.
+* Visibility: joined users see the room as it is; users who left (or were kicked or
+  banned) after being joined see it as of their leave; anybody sees a
+  ``world_readable`` room; everybody else gets an ``M_FORBIDDEN`` stream error.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from synapse_syncv3.config import MaxLimits
 from synapse_syncv3.core import fields
-from synapse_syncv3.errors import bad_json
-from synapse_syncv3.streams.base import JsonDict, NotYetServedMixin, ParsedStreamParams
+from synapse_syncv3.core.members import (
+    SORTS,
+    Cursor,
+    Member,
+    SnapshotCache,
+    page_of,
+    sort_members,
+)
+from synapse_syncv3.errors import FORBIDDEN, bad_json, invalid_param
+from synapse_syncv3.streams.base import (
+    INT_POSITION_RE,
+    JsonDict,
+    LoadedPosition,
+    ParsedStreamParams,
+    StreamContext,
+    StreamResult,
+)
 
 DEFAULT_LIMIT = 50
-SORTS = ("by_pl", "by_name")
+
+FORBIDDEN_ERROR = {
+    "errcode": FORBIDDEN,
+    "error": "You may not see the member list of this room",
+}
 
 
-class RoomMembersStream(NotYetServedMixin):
+class RoomMembersStream:
     name: ClassVar[str] = "room_members"
     code: ClassVar[str] = "m"
+
+    def __init__(self) -> None:
+        self._snapshots = SnapshotCache()
 
     def parse_params(self, obj: JsonDict) -> ParsedStreamParams:
         if "room_id" not in obj:
@@ -45,3 +74,106 @@ class RoomMembersStream(NotYetServedMixin):
             ),
             "sort": params.get("sort", "by_pl"),
         }
+
+    def valid_position(self, raw: str) -> bool:
+        return bool(INT_POSITION_RE.match(raw))
+
+    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        bounded = await ctx.synapse.bound_room_position(int(raw))
+        return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
+
+    async def compute(
+        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
+    ) -> StreamResult:
+        negotiated = self.negotiate(params, ctx.config.max_limits)
+        limit, sort = negotiated["limit"], negotiated["sort"]
+        room_id: str = params["room_id"]
+        now = ctx.synapse.room_key(ctx.now)
+        page = per_request.get("p")
+
+        if page is not None and "cursor" in page:
+            # Continuation page: the position stays the anchor; never waits.
+            cursor = Cursor.decode(page["cursor"])
+            if cursor is None:
+                raise invalid_param("room_members.p: not a member-list cursor")
+            if position is None or not cursor.matches(room_id, sort, position):
+                raise invalid_param(
+                    "room_members.p: the cursor belongs to another room, sort or position"
+                )
+            return await self._snapshot_page(ctx, room_id, sort, limit, position, cursor.offset)
+        if position is None or page is not None:
+            return await self._snapshot_page(ctx, room_id, sort, limit, now, 0)
+        return await self._stream(ctx, room_id, limit, position, now)
+
+    async def _snapshot_page(
+        self, ctx: StreamContext, room_id: str, sort: str, limit: int, anchor: int, offset: int
+    ) -> StreamResult:
+        view = await ctx.synapse.membership_view(ctx.user_id, room_id)
+        if view.membership == "join" or view.world_readable:
+            state_at = anchor
+        elif view.left_at is not None:
+            state_at = min(anchor, view.left_at)
+        else:
+            return StreamResult(position=str(anchor), error=FORBIDDEN_ERROR)
+
+        snapshot = await self._snapshot(ctx, room_id, state_at, sort)
+        try:
+            page = page_of(snapshot, offset, limit)
+        except IndexError:
+            raise invalid_param(
+                "room_members.p: the cursor is past the end of the snapshot"
+            ) from None
+        events = await ctx.synapse.serialized_state_events(
+            ctx.requester, [member.event_id for member in page.members]
+        )
+        payload: JsonDict = {"count": len(snapshot), "events": events}
+        if page.next_offset is not None:
+            payload["p"] = {
+                "next": Cursor.for_page(room_id, sort, anchor, page.next_offset).encode()
+            }
+        return StreamResult(payload=payload, has_data=True, position=str(anchor))
+
+    async def _snapshot(
+        self, ctx: StreamContext, room_id: str, state_at: int, sort: str
+    ) -> list[Member]:
+        key = (room_id, state_at, sort)
+        cached = self._snapshots.get(key)
+        if cached is not None:
+            return cached
+        rows = await ctx.synapse.member_state_at(room_id, state_at)
+        snapshot = sort_members(
+            (
+                Member(row.user_id, row.event_id, row.membership, row.display_name, row.power)
+                for row in rows
+            ),
+            sort,
+        )
+        self._snapshots.put(key, snapshot)
+        return snapshot
+
+    async def _stream(
+        self, ctx: StreamContext, room_id: str, limit: int, position: int, now: int
+    ) -> StreamResult:
+        # The visibility check comes first: the error object is owed whenever the
+        # stream key is in the body, data or not (SPEC §7.3).
+        view = await ctx.synapse.membership_view(ctx.user_id, room_id)
+        up_to = now
+        if view.membership != "join" and not view.world_readable:
+            if view.left_at is None:
+                return StreamResult(position=str(max(position, now)), error=FORBIDDEN_ERROR)
+            up_to = min(now, view.left_at)  # the leave itself is included
+        if position >= up_to or not ctx.synapse.room_changed_since(room_id, position):
+            return StreamResult(payload={"events": []}, position=str(max(position, now)))
+        found = await ctx.synapse.member_event_ids_between(room_id, position, up_to, limit)
+        cut = len(found) == limit
+        events = await ctx.synapse.visible_serialized_events(
+            ctx.requester,
+            [event_id for event_id, _ in found],
+            is_peeking=view.membership != "join",
+        )
+        next_position = found[-1][1] if cut else now
+        return StreamResult(
+            payload={"events": events},
+            has_data=bool(events) or cut,
+            position=str(next_position),
+        )
