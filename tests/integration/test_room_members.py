@@ -182,7 +182,7 @@ def test_display_names_order_by_name(server: Server) -> None:  # item 57
 
 
 def test_room_never_joined_is_forbidden_and_leaks_nothing(server: Server) -> None:  # item 58
-    (alice, bob), room = server.room_with(2)
+    (alice, _bob), room = server.room_with(2)
     alice.send_state(room, "m.room.history_visibility", "", {"history_visibility": "shared"})
     eve = server.user()
     v3 = V3(eve)
@@ -248,7 +248,7 @@ def test_left_room_shows_state_as_of_leave(server: Server, action: str) -> None:
     ["garbage", "", "m1.", "m1.AAAA", "m1." + "A" * 99, "c2.YT0xMDQyO289Mg"],
 )
 def test_garbage_cursor(server: Server, cursor: str) -> None:  # item 60
-    (alice, bob), room = server.room_with(2)
+    (alice, _bob), room = server.room_with(2)
     v3 = V3(alice)
     first = v3.ok({"room_members": {"room_id": room}})
     err = v3.error({"room_members": {"room_id": room, "p": {"since": cursor}}}, since=first["next"])
@@ -289,7 +289,7 @@ def test_cursor_of_another_room_sort_or_position(server: Server) -> None:  # ite
 def test_cursor_past_the_end(server: Server) -> None:
     from synapse_syncv3.core.members import Cursor
 
-    (alice, bob), room = server.room_with(2)
+    (alice, _bob), room = server.room_with(2)
     v3 = V3(alice)
     first = v3.ok({"room_members": {"room_id": room, "limit": 1}})
     anchor = _anchor(first["room_members"]["p"]["next"])
