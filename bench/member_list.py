@@ -157,7 +157,7 @@ def run(db: str, members: int, samples: int, limit: int) -> dict[str, Any]:
             "members": members,
             "limit": limit,
             "samples": samples,
-            "synapse": synapse.__version__,
+            "synapse": synapse.__version__.split()[0],
             "series": series,
         }
     finally:

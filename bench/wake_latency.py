@@ -142,7 +142,12 @@ def run(db: str, samples: int) -> dict[str, Any]:
                     print(f"  {kind}: {i + 1}/{samples}", flush=True)
         import synapse
 
-        return {"db": db, "samples": samples, "synapse": synapse.__version__, "series": series}
+        return {
+            "db": db,
+            "samples": samples,
+            "synapse": synapse.__version__.split()[0],
+            "series": series,
+        }
     finally:
         hs.stop()
         if postgres is not None:

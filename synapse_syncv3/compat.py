@@ -420,13 +420,23 @@ class SynapseCompat:
             return rows
 
         rows = await self._store.db_pool.runInteraction("syncv3_member_state", txn)
+        # Synapse's own rule, asked once for everybody it can differ for (users named in
+        # the power levels, creators) and once for "anybody else".
+        create = by_key[(EventTypes.Create, "")]
+        levels = by_key.get((EventTypes.PowerLevels, ""))
+        users = levels.content.get("users") if levels is not None else None
+        named = [*(users if isinstance(users, dict) else ()), create.sender]
+        for creators in (create.content.get("creator"), create.content.get("additional_creators")):
+            named.extend(creators if isinstance(creators, list) else [creators])
+        special = {u: get_user_power_level(u, by_key) for u in named if isinstance(u, str)}
+        anybody = get_user_power_level("@\x00anybody:invalid", by_key)
         return [
             MemberRow(
                 event_id=event_id,
                 user_id=member,
                 membership=membership,
                 display_name=display_name,
-                power=get_user_power_level(member, by_key),
+                power=special.get(member, anybody),
             )
             for event_id, member, membership, display_name in rows
         ]
