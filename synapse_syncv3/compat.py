@@ -313,12 +313,8 @@ class SynapseCompat:
 
         token = self.current_token()
         if position > int(token.room_key.stream):
-            id_gen = getattr(self._store, "_stream_id_gen", None)
-            if id_gen is not None and hasattr(id_gen, "get_max_allocated_token"):
-                allocated = int(await id_gen.get_max_allocated_token())
-            else:  # pragma: no cover - older id generators
-                allocated = int(self._store.get_room_max_stream_ordering())
-            position = min(position, allocated)
+            id_gen = self._store.get_events_stream_id_generator()
+            position = min(position, int(await id_gen.get_max_allocated_token()))
         return token.copy_and_replace(StreamKeyType.ROOM, RoomStreamToken(stream=position))
 
     def room_changed_since(self, room_id: str, position: int) -> bool:

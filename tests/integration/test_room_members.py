@@ -339,3 +339,27 @@ def test_unrelated_room_does_not_wake(server: Server) -> None:
     with after(0.2, lambda: alice.send_state(elsewhere, "m.room.topic", "", {"topic": "t"})):
         quiet, elapsed = timed(lambda: v3.ok({}, since=woke["next"], timeout=1500))
     assert quiet == {"next": woke["next"]} and elapsed >= 1.4
+
+
+def with_position(token: str, stream: str, position: str) -> str:
+    from synapse_syncv3.core.tokens import SinceToken
+    from synapse_syncv3.streams import token_codec
+
+    codec = token_codec()
+    decoded = codec.decode(token)
+    positions = {**decoded.positions, stream: position}
+    return codec.encode(SinceToken(decoded.session_id, decoded.version, positions))
+
+
+def test_positions_ahead_are_clamped_and_garbage_refused(server: Server) -> None:
+    (alice, bob), room = server.room_with(2)
+    v3 = V3(alice)
+    first = v3.ok({"room_members": {"room_id": room}})
+    ahead = v3.ok({}, since=with_position(first["next"], "room_members", "999999999"))
+    assert "room_members" not in ahead
+    rename(bob, "after the clamp", room)
+    later = v3.ok({}, since=ahead["next"])
+    assert memberships(later["room_members"]) == [(bob.user_id, "join")]
+    for garbage in ("s12", "-1", "01", "1.5"):
+        err = v3.error({}, since=with_position(first["next"], "room_members", garbage))
+        assert err.status == 400 and err.errcode == "M_INVALID_PARAM", garbage
