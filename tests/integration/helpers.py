@@ -15,6 +15,8 @@ import attrs
 
 from harness import Homeserver, MatrixUser, PostgresDatabase
 from harness.client import Response
+from synapse_syncv3.core.tokens import SinceToken
+from synapse_syncv3.streams import token_codec
 
 V3_PATH = "/_matrix/client/v3/sync"
 MODULE_PATH = "/_synapse/client/syncv3/sync"
@@ -200,6 +202,20 @@ def after(delay: float, action: Callable[[], object]) -> Iterator[None]:
         thread.join(timeout=30)
     if failure:
         raise failure[0]
+
+
+def position_of(token: str, stream: str) -> str:
+    """The position of ``stream`` in ``token``."""
+    return token_codec().decode(token).positions[stream]
+
+
+def with_position(token: str, stream: str, position: str) -> str:
+    """``token`` with the position of ``stream`` replaced by ``position`` (any string in
+    the token alphabet: positions ahead of the server, or malformed ones)."""
+    codec = token_codec()
+    decoded = codec.decode(token)
+    positions = {**decoded.positions, stream: position}
+    return codec.encode(SinceToken(decoded.session_id, decoded.version, positions))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

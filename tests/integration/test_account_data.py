@@ -6,9 +6,7 @@ from typing import Any
 
 from harness import MatrixUser
 from harness.client import quote
-from synapse_syncv3.core.tokens import SinceToken
-from synapse_syncv3.streams import token_codec
-from tests.integration.helpers import V3, Server, after, timed
+from tests.integration.helpers import V3, Server, after, position_of, timed, with_position
 
 
 def by_type(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -19,16 +17,6 @@ def by_type(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def tag_path(user: MatrixUser, room_id: str, tag: str) -> str:
     return f"/user/{quote(user.user_id)}/rooms/{quote(room_id)}/tags/{quote(tag)}"
-
-
-def with_position(token: str, position: str) -> str:
-    codec = token_codec()
-    decoded = codec.decode(token)
-    return codec.encode(
-        SinceToken(
-            decoded.session_id, decoded.version, {**decoded.positions, "account_data": position}
-        )
-    )
 
 
 def test_first_delivery_then_only_changed_types(server: Server) -> None:  # item 82
@@ -138,12 +126,12 @@ def test_positions_garbage_and_ahead(server: Server) -> None:
     alice = server.user()
     v3 = V3(alice)
     since = v3.ok({"account_data": {}})["next"]
-    assert token_codec().decode(since).positions["account_data"].count(",") == 1
+    assert position_of(since, "account_data").count(",") == 1
     for garbage in ("x", "1", "1,", ",1", "01,1", "1,2,3", "m1~2.3"):
-        response = v3.error({}, since=with_position(since, garbage))
+        response = v3.error({}, since=with_position(since, "account_data", garbage))
         assert response.errcode == "M_INVALID_PARAM", garbage
 
-    ahead = with_position(since, "99999999,99999999")
+    ahead = with_position(since, "account_data", "99999999,99999999")
     body, elapsed = timed(lambda: v3.ok({}, since=ahead, timeout=300))
     assert body == {"next": ahead}
     assert elapsed < 5

@@ -7,9 +7,15 @@ import itertools
 from typing import Any
 
 from harness import MatrixUser
-from synapse_syncv3.core.tokens import SinceToken
-from synapse_syncv3.streams import token_codec
-from tests.integration.helpers import V3, Server, after, shared_room, timed
+from tests.integration.helpers import (
+    V3,
+    Server,
+    after,
+    position_of,
+    shared_room,
+    timed,
+    with_position,
+)
 
 _key_ids = itertools.count(1)
 
@@ -59,14 +65,6 @@ def claim_one(claimer: MatrixUser, owner: MatrixUser) -> dict[str, Any]:
     return claimed
 
 
-def with_position(token: str, stream: str, position: str) -> str:
-    codec = token_codec()
-    decoded = codec.decode(token)
-    return codec.encode(
-        SinceToken(decoded.session_id, decoded.version, {**decoded.positions, stream: position})
-    )
-
-
 EMPTY = {
     "device_one_time_keys_count": {"signed_curve25519": 0},
     "device_unused_fallback_key_types": [],
@@ -79,7 +77,7 @@ def test_first_delivery_and_device_list_change(server: Server) -> None:  # item 
     v3 = V3(alice)
     first = v3.ok({"e2ee": {}})
     assert first["e2ee"] == EMPTY
-    assert token_codec().decode(first["next"]).positions["e2ee"]
+    assert position_of(first["next"], "e2ee")
 
     with after(0.3, lambda: upload_device_keys(bob_laptop)):
         body, elapsed = timed(lambda: v3.ok({}, since=first["next"], timeout=5000))
@@ -208,7 +206,7 @@ def test_positions_are_bounded_and_never_fail(server: Server) -> None:
     (alice, bob), _ = server.room_with(2)
     v3 = V3(alice)
     first = v3.ok({"e2ee": {}})
-    position = token_codec().decode(first["next"]).positions["e2ee"]
+    position = position_of(first["next"], "e2ee")
     room, devices = position.split("_")
     assert room.startswith(("s", "m"))
     assert devices[0] in "m0123456789"

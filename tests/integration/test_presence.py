@@ -7,9 +7,15 @@ from typing import Any
 
 from harness import MatrixUser
 from harness.client import quote
-from synapse_syncv3.core.tokens import SinceToken
-from synapse_syncv3.streams import token_codec
-from tests.integration.helpers import V3, Server, after, shared_room, timed
+from tests.integration.helpers import (
+    V3,
+    Server,
+    after,
+    position_of,
+    shared_room,
+    timed,
+    with_position,
+)
 
 
 def set_status(user: MatrixUser, presence: str, status_msg: str | None = None) -> None:
@@ -34,14 +40,6 @@ def presence_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def with_position(token: str, stream: str, position: str) -> str:
-    codec = token_codec()
-    decoded = codec.decode(token)
-    return codec.encode(
-        SinceToken(decoded.session_id, decoded.version, {**decoded.positions, stream: position})
-    )
-
-
 def test_first_delivery_and_changes(server: Server) -> None:  # item 83
     (alice, bob), _ = server.room_with(2)
     set_status(bob, "online", "at work")
@@ -53,7 +51,7 @@ def test_first_delivery_and_changes(server: Server) -> None:  # item 83
     assert "user_id" not in seen[bob.user_id]
     # Syncing makes alice online too, and her own presence is part of the stream.
     assert seen[alice.user_id]["presence"] == "online"
-    assert token_codec().decode(first["next"]).positions["presence"].isdigit()
+    assert position_of(first["next"], "presence").isdigit()
 
     with after(0.3, lambda: set_status(bob, "unavailable")):
         changed = v3.ok({}, since=first["next"], timeout=5000)
@@ -130,7 +128,7 @@ def test_positions_from_the_future_and_incremental(server: Server) -> None:
     ahead = with_position(first["next"], "presence", "999999999")
     body = v3.ok({}, since=ahead)
     assert "presence" not in body
-    assert token_codec().decode(body["next"]).positions["presence"].isdigit()
+    assert position_of(body["next"], "presence").isdigit()
 
     # Malformed positions are malformed tokens (SPEC §4.4 6), never a 500.
     for bad in ("-1", "01", "1.5", "s1"):

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 
 from harness import MatrixUser
-from tests.integration.helpers import V3, Server, after, shared_room, timed
+from tests.integration.helpers import V3, Server, after, shared_room, timed, with_position
 
 
 def members(obj: dict[str, Any]) -> list[str]:
@@ -339,16 +339,6 @@ def test_unrelated_room_does_not_wake(server: Server) -> None:
     with after(0.2, lambda: alice.send_state(elsewhere, "m.room.topic", "", {"topic": "t"})):
         quiet, elapsed = timed(lambda: v3.ok({}, since=woke["next"], timeout=1500))
     assert quiet == {"next": woke["next"]} and elapsed >= 1.4
-
-
-def with_position(token: str, stream: str, position: str) -> str:
-    from synapse_syncv3.core.tokens import SinceToken
-    from synapse_syncv3.streams import token_codec
-
-    codec = token_codec()
-    decoded = codec.decode(token)
-    positions = {**decoded.positions, stream: position}
-    return codec.encode(SinceToken(decoded.session_id, decoded.version, positions))
 
 
 def test_positions_ahead_are_clamped_and_garbage_refused(server: Server) -> None:
