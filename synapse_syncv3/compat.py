@@ -226,11 +226,8 @@ class SynapseCompat:
         token is client input, and Synapse logs an ERROR when it bounds one.
         """
         token = self.current_token()
-        if position > int(token.to_device_key):
-            # Ahead of this worker: replication lag (the caller waits for it), or a
-            # position never issued (clamped).
-            id_gen = self._store.get_to_device_id_generator()
-            position = min(position, int(await id_gen.get_max_allocated_token()))
+        id_gen = self._store.get_to_device_id_generator()
+        position = await _bounded(position, int(token.to_device_key), id_gen)
         return token.copy_and_replace(StreamKeyType.TO_DEVICE, position)
 
     async def wait_for_stream_token(self, token: StreamToken) -> bool:
@@ -312,9 +309,8 @@ class SynapseCompat:
         from synapse.types import RoomStreamToken
 
         token = self.current_token()
-        if position > int(token.room_key.stream):
-            id_gen = self._store.get_events_stream_id_generator()
-            position = min(position, int(await id_gen.get_max_allocated_token()))
+        id_gen = self._store.get_events_stream_id_generator()
+        position = await _bounded(position, int(token.room_key.stream), id_gen)
         return token.copy_and_replace(StreamKeyType.ROOM, RoomStreamToken(stream=position))
 
     def room_changed_since(self, room_id: str, position: int) -> bool:
@@ -553,11 +549,8 @@ class SynapseCompat:
             instance_map[str(name)] = position
         key = MultiWriterStreamToken(stream=stream, instance_map=immutabledict(instance_map))
         token = self.current_token()
-        if not key.is_before_or_eq(token.receipt_key):
-            # Ahead of this worker: replication lag (the caller waits for it), or a
-            # position never issued (clamped).
-            id_gen = self._store.get_receipts_stream_id_gen()
-            key = key.bound_stream_token(int(await id_gen.get_max_allocated_token()))
+        id_gen = self._store.get_receipts_stream_id_gen()
+        key = await _bounded_multi_writer(key, token.receipt_key, id_gen)
         return token.copy_and_replace(StreamKeyType.RECEIPT, key)
 
     async def receipts_in_rooms(
@@ -600,12 +593,14 @@ class SynapseCompat:
         each clamped to what this homeserver has allocated (quietly, like
         ``bound_to_device_position``)."""
         token = self.current_token()
-        if account_data > int(token.account_data_key):
-            id_gen = self._store.get_account_data_id_generator()
-            account_data = min(account_data, int(await id_gen.get_max_allocated_token()))
-        if push_rules > int(token.push_rules_key):
-            id_gen = self._store.get_push_rules_stream_id_gen()
-            push_rules = min(push_rules, int(await id_gen.get_max_allocated_token()))
+        account_data = await _bounded(
+            account_data,
+            int(token.account_data_key),
+            self._store.get_account_data_id_generator(),
+        )
+        push_rules = await _bounded(
+            push_rules, int(token.push_rules_key), self._store.get_push_rules_stream_id_gen()
+        )
         token = token.copy_and_replace(StreamKeyType.ACCOUNT_DATA, account_data)
         return token.copy_and_replace(StreamKeyType.PUSH_RULES, push_rules)
 
@@ -656,9 +651,8 @@ class SynapseCompat:
         clamped to what this homeserver has allocated (quietly, as
         :meth:`bound_to_device_position`)."""
         token = self.current_token()
-        if position > int(token.presence_key):
-            id_gen = self._store.get_presence_stream_id_gen()
-            position = min(position, int(await id_gen.get_max_allocated_token()))
+        id_gen = self._store.get_presence_stream_id_gen()
+        position = await _bounded(position, int(token.presence_key), id_gen)
         return token.copy_and_replace(StreamKeyType.PRESENCE, position)
 
     async def presence_events(
@@ -718,12 +712,12 @@ class SynapseCompat:
         devices = await self._multi_writer_token(
             now.device_list_key, devices_raw[1:] if devices_raw[0] == "m" else devices_raw
         )
-        if not room.is_before_or_eq(now.room_key):
-            id_gen = self._store.get_events_stream_id_generator()
-            room = room.bound_stream_token(int(await id_gen.get_max_allocated_token()))
-        if not devices.is_before_or_eq(now.device_list_key):
-            id_gen = self._store.get_device_stream_id_generator()
-            devices = devices.bound_stream_token(int(await id_gen.get_max_allocated_token()))
+        room = await _bounded_multi_writer(
+            room, now.room_key, self._store.get_events_stream_id_generator()
+        )
+        devices = await _bounded_multi_writer(
+            devices, now.device_list_key, self._store.get_device_stream_id_generator()
+        )
         return now.copy_and_replace(StreamKeyType.ROOM, room).copy_and_replace(
             StreamKeyType.DEVICE_LIST, devices
         )
@@ -781,6 +775,23 @@ class SynapseCompat:
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         return list(await self._store.get_e2e_unused_fallback_key_types(user_id, device_id))
+
+
+async def _bounded(position: int, current: int, id_gen: Any) -> int:
+    """A stream position from a since token, bounded quietly (Synapse's
+    ``bound_future_token`` logs an ERROR, and this is client input): kept if this
+    worker has reached it; if ahead, kept up to what the stream has allocated (this
+    worker lags: the caller waits for replication), clamped beyond (never issued)."""
+    if position <= current:
+        return position
+    return min(position, int(await id_gen.get_max_allocated_token()))
+
+
+async def _bounded_multi_writer(key: Any, current: Any, id_gen: Any) -> Any:
+    """:func:`_bounded` for a multi-writer token (receipts, device lists, rooms)."""
+    if key.is_before_or_eq(current):
+        return key
+    return key.bound_stream_token(int(await id_gen.get_max_allocated_token()))
 
 
 def _user_id(user_id: str) -> Any:
