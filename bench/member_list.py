@@ -24,7 +24,6 @@ bench/results/member_list-<db>.json and a plot next to it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -37,17 +36,11 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import boxplot, save, series_table
 from harness import Homeserver, MatrixUser, PostgresDatabase
 from harness.client import Client
 
-RESULTS = Path(__file__).resolve().parent / "results"
 V3_PATH = "/_matrix/client/v3/sync"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class Seeder:
@@ -171,13 +164,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"Member list of a {result['members']}-member room, page of {result['limit']} (ms), "
         f"{result['db']}, matrix-synapse {result['synapse']}, n={result['samples']} per series",
-        f"{'series':<30}{'median':>10}{'p95':>10}{'min':>10}{'max':>10}",
+        *series_table(series, 30),
     ]
-    for name, values in series.items():
-        lines.append(
-            f"{name:<30}{statistics.median(values):>10.1f}{percentile(values, 95):>10.1f}"
-            f"{min(values):>10.1f}{max(values):>10.1f}"
-        )
     base = statistics.median(series["GET /members"])
     for name in ("v3 first page", "v3 next page"):
         lines.append(
@@ -187,28 +175,15 @@ def report(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
-        return False
-    names = list(result["series"])
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.boxplot([result["series"][n] for n in names], showfliers=True)
-    ax.set_xticks(range(1, len(names) + 1), names)
-    ax.set_yscale("log")
-    ax.set_ylabel("request time (ms, log scale)")
-    ax.set_title(
-        f"Member list, {result['members']} members, page of {result['limit']} "
-        f"({result['db']}, Synapse {result['synapse']}, n={result['samples']})"
+    return boxplot(
+        result["series"],
+        path,
+        title=f"Member list, {result['members']} members, page of {result['limit']} "
+        f"({result['db']}, Synapse {result['synapse']}, n={result['samples']})",
+        ylabel="request time (ms, log scale)",
+        width=9,
+        log=True,
     )
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
 
 
 def main() -> None:
@@ -223,14 +198,9 @@ def main() -> None:
     if args.members <= args.limit:
         parser.error("--members must be larger than --limit (a second page is measured)")
     result = run(args.db, args.members, args.samples, args.limit)
-    text = report(result)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"member_list-{args.db}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".txt").write_text(text + "\n")
-    if plot(result, stem.with_suffix(".png")):
-        print(f"plot: {stem.with_suffix('.png')}")
+    png = save(f"member_list-{args.db}", result, report(result))
+    if plot(result, png):
+        print(f"plot: {png}")
 
 
 if __name__ == "__main__":

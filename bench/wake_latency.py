@@ -19,7 +19,6 @@ deletes a device's to-device messages by itself.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,16 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import boxplot, percentile, save, series_table
 from harness import Homeserver, MatrixUser, PostgresDatabase
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SETTLE = 0.3  # seconds a long-poll gets to start waiting before the send
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 class LongPoll:
@@ -159,13 +152,8 @@ def report(result: dict[str, Any]) -> str:
     lines = [
         f"Wake latency, send start -> long-poll response (ms), {result['db']}, "
         f"matrix-synapse {result['synapse']}, n={result['samples']} per series",
-        f"{'series':<14}{'median':>10}{'p95':>10}{'min':>10}{'max':>10}",
+        *series_table(series, 14),
     ]
-    for name, values in series.items():
-        lines.append(
-            f"{name:<14}{statistics.median(values):>10.1f}{percentile(values, 95):>10.1f}"
-            f"{min(values):>10.1f}{max(values):>10.1f}"
-        )
     for kind in ("to_device", "typing"):
         v3, v2 = series[f"v3 {kind}"], series[f"v2 {kind}"]
         lines.append(
@@ -176,27 +164,14 @@ def report(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib is not installed: no plot)")
-        return False
-    names = list(result["series"])
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.boxplot([result["series"][n] for n in names], showfliers=True)
-    ax.set_xticks(range(1, len(names) + 1), names)
-    ax.set_ylabel("send start → long-poll response (ms)")
-    ax.set_title(
-        f"Wake latency, sync v3 vs v2 sync ({result['db']}, Synapse {result['synapse']}, "
-        f"n={result['samples']})"
+    return boxplot(
+        result["series"],
+        path,
+        title=f"Wake latency, sync v3 vs v2 sync ({result['db']}, Synapse {result['synapse']}, "
+        f"n={result['samples']})",
+        ylabel="send start → long-poll response (ms)",
+        width=8,
     )
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
 
 
 def main() -> None:
@@ -209,14 +184,9 @@ def main() -> None:
     if args.samples < 50:
         parser.error("at least 50 samples per series")
     result = run(args.db, args.samples)
-    text = report(result)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"wake_latency-{args.db}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    stem.with_suffix(".txt").write_text(text + "\n")
-    if plot(result, stem.with_suffix(".png")):
-        print(f"plot: {stem.with_suffix('.png')}")
+    png = save(f"wake_latency-{args.db}", result, report(result))
+    if plot(result, png):
+        print(f"plot: {png}")
 
 
 if __name__ == "__main__":
