@@ -195,8 +195,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=30)
     parser.add_argument("--limit", type=int, default=100)
     args = parser.parse_args()
-    if args.members <= args.limit:
-        parser.error("--members must be larger than --limit (a second page is measured)")
+    if args.members < 2 * args.limit:
+        parser.error("--members must be at least twice --limit (two full pages are measured)")
     result = run(args.db, args.members, args.samples, args.limit)
     png = save(f"member_list-{args.db}", result, report(result))
     if plot(result, png):
