@@ -37,6 +37,8 @@ from synapse.types import StreamKeyType, StreamToken
 from synapse.util.async_helpers import Linearizer, ObservableDeferred
 from synapse.util.cancellation import cancellable
 
+from synapse_syncv3.core.members import Member
+
 if TYPE_CHECKING:
     from synapse.module_api import ModuleApi
 
@@ -119,19 +121,6 @@ def inject_client_servlet(api: ModuleApi, register: Callable[[Any], None]) -> st
 
 
 JsonDict = dict[str, Any]
-
-
-@attrs.frozen
-class MemberRow:
-    """One member event of a room's state, with what the member list sorts by."""
-
-    event_id: str
-    user_id: str
-    membership: str
-    #: ``content.displayname`` when it is a string (as Synapse stores it), else None.
-    display_name: str | None
-    #: Power level in force (Synapse's own rule, creators' unlimited power included).
-    power: int
 
 
 @attrs.frozen
@@ -350,15 +339,19 @@ class SynapseCompat:
 
         return bool(await self._store.db_pool.runInteraction("syncv3_ever_joined", txn))
 
-    async def member_state_at(self, room_id: str, position: int) -> list[MemberRow]:
+    async def member_state_at(self, room_id: str, position: int) -> list[Member]:
         """The member events of the room's state at a room stream position, with the
-        data the member list is sorted by (membership, display name, power level)."""
+        data the member list is sorted by: membership, ``content.displayname`` when it
+        is a string (as Synapse stores it in ``room_memberships``), and the power level
+        in force (Synapse's own rule, creators' unlimited power included)."""
         from synapse.api.constants import EventTypes
         from synapse.event_auth import get_user_power_level
+        from synapse.storage.database import make_in_list_sql_clause
         from synapse.storage.databases.main.events_worker import EventRedactBehaviour
         from synapse.storage.engines import PostgresEngine
         from synapse.types import RoomStreamToken
         from synapse.types.state import StateFilter
+        from synapse.util.iterutils import batch_iter
 
         token = self.current_token().copy_and_replace(
             StreamKeyType.ROOM, RoomStreamToken(stream=position)
@@ -389,24 +382,19 @@ class SynapseCompat:
         member_ids = [
             event_id for (kind, _), event_id in state_ids.items() if kind == EventTypes.Member
         ]
-        is_postgres = isinstance(self._store.database_engine, PostgresEngine)
+        engine = self._store.database_engine
+        # One statement on PostgreSQL (``= ANY``); batches within SQLite's limit of
+        # bound variables.
+        batch = max(1, len(member_ids)) if isinstance(engine, PostgresEngine) else 500
 
         def txn(cursor: Any) -> list[tuple[str, str, str, str | None]]:
             rows: list[tuple[str, str, str, str | None]] = []
-            if is_postgres:
+            for chunk in batch_iter(member_ids, batch):
+                clause, args = make_in_list_sql_clause(engine, "event_id", chunk)
                 cursor.execute(
                     "SELECT event_id, user_id, membership, display_name FROM room_memberships"
-                    " WHERE event_id = ANY(?)",
-                    (member_ids,),
-                )
-                rows.extend(cursor.fetchall())
-                return rows
-            for start in range(0, len(member_ids), 500):
-                chunk = member_ids[start : start + 500]
-                cursor.execute(
-                    "SELECT event_id, user_id, membership, display_name FROM room_memberships"
-                    " WHERE event_id IN (" + ",".join("?" * len(chunk)) + ")",
-                    chunk,
+                    " WHERE " + clause,
+                    args,
                 )
                 rows.extend(cursor.fetchall())
             return rows
@@ -423,7 +411,7 @@ class SynapseCompat:
         special = {u: get_user_power_level(u, by_key) for u in named if isinstance(u, str)}
         anybody = get_user_power_level("@\x00anybody:invalid", by_key)
         return [
-            MemberRow(
+            Member(
                 event_id=event_id,
                 user_id=member,
                 membership=membership,
@@ -533,21 +521,9 @@ class SynapseCompat:
         does not know is dropped: the position falls back to ``stream`` for it, which
         only means delivering again (never losing) that writer's receipts.
         """
-        from immutabledict import immutabledict
-        from synapse.api.errors import StoreError
-        from synapse.storage.engines import PostgresEngine
         from synapse.types import MultiWriterStreamToken
 
-        instance_map: dict[str, int] = {}
-        # Only PostgreSQL has several writers (and the ``instance_map`` table).
-        multi_writer = isinstance(self._store.database_engine, PostgresEngine)
-        for instance_id, position in writers if multi_writer else ():
-            try:
-                name = await self._store.get_name_from_instance_id(instance_id)
-            except StoreError:
-                continue
-            instance_map[str(name)] = position
-        key = MultiWriterStreamToken(stream=stream, instance_map=immutabledict(instance_map))
+        key = MultiWriterStreamToken(stream=stream, instance_map=await self._writers(writers))
         token = self.current_token()
         id_gen = self._store.get_receipts_stream_id_gen()
         key = await _bounded_multi_writer(key, token.receipt_key, id_gen)
@@ -731,25 +707,33 @@ class SynapseCompat:
         ``instance_map`` table): on SQLite every entry is unknown.
         """
         from attrs import evolve
+
+        stream_raw, *entries = raw.split("~")
+        stream = int(stream_raw)
+        writers = [(int(i), int(pos)) for i, pos in (entry.split(".") for entry in entries)]
+        ahead = [(instance_id, pos) for instance_id, pos in writers if pos > stream]
+        return evolve(template, stream=stream, instance_map=await self._writers(ahead))
+
+    async def _writers(self, writers: Iterable[tuple[int, int]]) -> Any:
+        """The ``instance_map`` of a multi-writer token from ``(instance id, position)``
+        pairs of a since token, resolved quietly (Synapse's ``parse`` logs an ERROR for
+        an unknown id): unknown ids are dropped, so the position falls back to the
+        token's minimum for that writer, which only means delivering again (never
+        losing). Only PostgreSQL deployments have several writers per stream (and the
+        ``instance_map`` table): on SQLite every entry is dropped."""
         from immutabledict import immutabledict
         from synapse.api.errors import StoreError
         from synapse.storage.engines import PostgresEngine
 
-        stream_raw, *entries = raw.split("~")
-        stream = int(stream_raw)
         instance_map: dict[str, int] = {}
-        if not isinstance(self._store.database_engine, PostgresEngine):
-            entries = []
-        for entry in entries:
-            instance_id, pos = (int(value) for value in entry.split("."))
-            if pos <= stream:
-                continue
-            try:
-                name = await self._store.get_name_from_instance_id(instance_id)
-            except StoreError:
-                continue
-            instance_map[name] = pos
-        return evolve(template, stream=stream, instance_map=immutabledict(instance_map))
+        if isinstance(self._store.database_engine, PostgresEngine):
+            for instance_id, position in writers:
+                try:
+                    name = await self._store.get_name_from_instance_id(instance_id)
+                except StoreError:
+                    continue
+                instance_map[str(name)] = position
+        return immutabledict(instance_map)
 
     @staticmethod
     def e2ee_position_behind(position: StreamToken, now: StreamToken) -> bool:

@@ -140,14 +140,7 @@ class RoomMembersStream:
         cached = self._snapshots.get(key)
         if cached is not None:
             return cached
-        rows = await ctx.synapse.member_state_at(room_id, state_at)
-        snapshot = sort_members(
-            (
-                Member(row.user_id, row.event_id, row.membership, row.display_name, row.power)
-                for row in rows
-            ),
-            sort,
-        )
+        snapshot = sort_members(await ctx.synapse.member_state_at(room_id, state_at), sort)
         self._snapshots.put(key, snapshot)
         return snapshot
 
