@@ -21,7 +21,7 @@ _DURATION_UNITS_MS = {
     "w": 7 * 24 * 60 * 60 * 1000,
     "y": 365 * 24 * 60 * 60 * 1000,
 }
-_DURATION_RE = re.compile(r"^([0-9]+)(ms|s|m|h|d|w|y)?$")
+_DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)?")
 
 
 class ConfigValueError(Exception):
@@ -87,7 +87,7 @@ def parse_duration_ms(value: object) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        match = _DURATION_RE.match(value.strip())
+        match = _DURATION_RE.fullmatch(value.strip())
         if match:
             number, unit = match.groups()
             return int(number) * _DURATION_UNITS_MS[unit or "ms"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from synapse.module_api import DirectServeJsonResource
 from twisted.internet.defer import CancelledError
@@ -28,6 +27,7 @@ from synapse_syncv3.compat import (
 )
 from synapse_syncv3.config import SyncV3Config
 from synapse_syncv3.core.request import parse_body, parse_query
+from synapse_syncv3.core.request import query_args as parse_query_args
 from synapse_syncv3.core.tokens import TokenCodec
 from synapse_syncv3.errors import SyncV3Error
 from synapse_syncv3.handler import SyncRequest, SyncV3Handler
@@ -42,7 +42,7 @@ JsonDict = dict[str, Any]
 
 MODULE_PATH = "/_synapse/client/syncv3/sync"
 
-_BEARER_RE = re.compile(rb"^Bearer [\x21-\x7e]+$")
+_BEARER_RE = re.compile(rb"Bearer [\x21-\x7e]+")
 
 
 class SyncV3Endpoint:
@@ -105,7 +105,7 @@ class SyncV3Endpoint:
                 errors.MISSING_TOKEN,
                 "Missing access token: send an Authorization header 'Bearer <token>'",
             )
-        if len(headers) != 1 or not _BEARER_RE.match(headers[0]):
+        if len(headers) != 1 or not _BEARER_RE.fullmatch(headers[0]):
             raise SyncV3Error(
                 401, errors.MISSING_TOKEN, "The Authorization header must be 'Bearer <token>'"
             )
@@ -125,15 +125,16 @@ class SyncV3Endpoint:
 
 
 def query_args(request: Any) -> dict[bytes, list[bytes]]:
-    """The query string's parameters, from the URI itself.
+    """The query string's parameters, from the URI itself (never raises, whatever
+    bytes the URI holds: see :func:`synapse_syncv3.core.request.query_args`).
 
     Twisted merges the body of a request sent as ``application/x-www-form-urlencoded``
     (curl's default for ``-d``) into ``request.args``, over the query parameters. The
     Content-Type of a sync v3 request is not checked (SPEC §3.3), so the body must not
     be able to pose as ``since`` or ``timeout``.
     """
-    query = urlsplit(request.uri).query
-    return parse_qs(query, keep_blank_values=True) if query else {}
+    uri = request.uri
+    return parse_query_args(uri) if isinstance(uri, bytes) else {}
 
 
 class SyncV3ClientServlet(RestServlet):

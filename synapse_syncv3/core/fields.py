@@ -7,6 +7,7 @@ values of the right type that are out of range are 400 ``M_INVALID_PARAM``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from typing import Any
 
@@ -18,6 +19,78 @@ JsonDict = dict[str, Any]
 MAX_ROOM_IDS = 100
 MAX_STATE_EVENTS = 100
 MAX_ROOM_ID_BYTES = 255
+#: Event types and state keys, as in the Matrix specification's size limits.
+MAX_STATE_EVENT_FIELD_BYTES = 255
+#: Longest string the client can make the server store (every stored string is a
+#: room ID, an event type, a state key or an enum value).
+MAX_STORED_STRING_BYTES = 255
+#: Page cursors (``p.since`` / ``p.next``) are never stored, but are decoded: the
+#: module's own are well below this.
+MAX_CURSOR_LENGTH = 256
+
+# Room IDs as Synapse's RoomID.is_valid accepts them (synapse/types/__init__.py, the
+# check of its sync filters' room lists): "!" then either "localpart:server_name"
+# (Synapse's parse_and_validate_server_name: a DNS-like host or an IPv6 literal in
+# brackets, and an optional port), or, without a colon, 43 characters of unpadded
+# URL-safe base64 (MSC4291 room IDs of newer room versions). The localpart is free
+# text to Synapse; here it must also be free of control characters.
+_HOST = r"(?:[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*|\[[0-9A-Fa-f:.]+\])"
+_ROOM_ID_WITH_DOMAIN_RE = re.compile(rf"![^:]*:{_HOST}(?::[0-9]{{1,5}})?")
+_ROOM_ID_DOMAINLESS_RE = re.compile(r"![A-Za-z0-9_-]{43}")
+# C0 controls (NUL included), DEL and C1 controls.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def utf8_length(value: str) -> int | None:
+    """The length of ``value`` in UTF-8, or None if it holds a lone surrogate (which
+    JSON's ``\\ud800`` escapes can produce) and so cannot be encoded at all."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
+def string_problem(value: str, max_bytes: int) -> str | None:
+    """Why ``value`` cannot be stored (or sent to the database), or None: it must be
+    encodable as UTF-8, hold no NUL (PostgreSQL refuses it in text) and be at most
+    ``max_bytes`` bytes long."""
+    length = utf8_length(value)
+    if length is None:
+        return "holds a lone surrogate (not valid Unicode)"
+    if "\x00" in value:
+        return "holds a NUL character"
+    if length > max_bytes:
+        return f"is longer than {max_bytes} bytes"
+    return None
+
+
+def storable_problem(value: object) -> str | None:
+    """Why a validated stream object cannot be stored, or None. Checks every string
+    (keys included) with :func:`string_problem`; numbers, booleans and null are fine."""
+    if isinstance(value, str):
+        return string_problem(value, MAX_STORED_STRING_BYTES)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = storable_problem(key) or storable_problem(item)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = storable_problem(item)
+            if problem is not None:
+                return problem
+    return None
+
+
+def is_room_id(value: str) -> bool:
+    """Whether ``value`` is a room ID this module accepts (see above), at most 255
+    bytes of valid UTF-8 without control characters."""
+    length = utf8_length(value)
+    if length is None or length > MAX_ROOM_ID_BYTES or _CONTROL_RE.search(value):
+        return False
+    if ":" in value:
+        return _ROOM_ID_WITH_DOMAIN_RE.fullmatch(value) is not None
+    return _ROOM_ID_DOMAINLESS_RE.fullmatch(value) is not None
 
 
 def is_int(value: object) -> bool:
@@ -60,8 +133,11 @@ def enum_field(obj: JsonDict, stream: str, field: str, allowed: Collection[str])
 def check_room_id(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise bad_json(f"{where}: must be a string")
-    if not value.startswith("!") or len(value.encode("utf-8")) > MAX_ROOM_ID_BYTES:
-        raise invalid_param(f"{where}: not a valid room ID")
+    if not is_room_id(value):
+        raise invalid_param(
+            f"{where}: not a valid room ID ('!localpart:server' or '!' and 43 base64 "
+            f"characters, at most {MAX_ROOM_ID_BYTES} bytes)"
+        )
     return value
 
 
@@ -102,6 +178,10 @@ def state_events_field(obj: JsonDict, stream: str, field: str) -> list[list[str]
             or not entry[0]
         ):
             raise bad_json(f"{where}[{index}]: must be a list of two strings with a non-empty type")
+        for part, name in zip(entry, ("type", "state key"), strict=True):
+            problem = string_problem(part, MAX_STATE_EVENT_FIELD_BYTES)
+            if problem is not None:
+                raise invalid_param(f"{where}[{index}]: the {name} {problem}")
         pairs.append([entry[0], entry[1]])
     return pairs
 
@@ -118,9 +198,14 @@ def page_field(obj: JsonDict, stream: str) -> JsonDict | None:
     cursors = []
     for key in ("since", "next"):
         if key in value:
-            if not isinstance(value[key], str):
+            cursor = value[key]
+            if not isinstance(cursor, str):
                 raise bad_json(f"{stream}.p.{key}: must be a string")
-            cursors.append(value[key])
+            # Cursors are opaque ASCII tokens of this module: anything else is
+            # malformed (SPEC §3.4) before any stream tries to decode it.
+            if len(cursor) > MAX_CURSOR_LENGTH or not (cursor.isascii() and cursor.isprintable()):
+                raise invalid_param(f"{stream}.p.{key}: not a page cursor")
+            cursors.append(cursor)
     if len(cursors) == 2 and cursors[0] != cursors[1]:
         raise invalid_param(f"{stream}.p: 'since' and 'next' differ")
     return {"cursor": cursors[0]} if cursors else {}

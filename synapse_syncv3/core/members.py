@@ -22,7 +22,8 @@ LISTED_MEMBERSHIPS = frozenset({"join", "invite", "knock"})
 SORTS = ("by_pl", "by_name")
 
 _CURSOR_PREFIX = "m1."
-_CURSOR_BODY_RE = re.compile(r"^([A-Za-z0-9_-]{8}):(p|n):(0|[1-9][0-9]{0,17}):([1-9][0-9]{0,8})$")
+_CURSOR_BODY_RE = re.compile(r"([A-Za-z0-9_-]{8}):(p|n):(0|[1-9][0-9]{0,17}):([1-9][0-9]{0,8})")
+_CURSOR_MAX_LENGTH = 100
 _SORT_CODES = {"by_pl": "p", "by_name": "n"}
 _SORT_NAMES = {code: name for name, code in _SORT_CODES.items()}
 
@@ -78,14 +79,16 @@ class Cursor:
     @classmethod
     def decode(cls, raw: str) -> Cursor | None:
         """The cursor, or None if ``raw`` is not one this module issued."""
-        if not raw.startswith(_CURSOR_PREFIX) or len(raw) > 100:
+        # Bounded and ASCII before anything decodes it (base64 of a str encodes it
+        # to ASCII first, and a client may send any text here).
+        if len(raw) > _CURSOR_MAX_LENGTH or not raw.isascii() or not raw.startswith(_CURSOR_PREFIX):
             return None
         data = raw[len(_CURSOR_PREFIX) :]
         try:
             body = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("ascii")
         except (binascii.Error, ValueError):
             return None
-        match = _CURSOR_BODY_RE.match(body)
+        match = _CURSOR_BODY_RE.fullmatch(body)
         if match is None:
             return None
         cursor = cls(match[1], _SORT_NAMES[match[2]], int(match[3]), int(match[4]))

@@ -10,9 +10,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 import attrs
 
+from synapse_syncv3.core.fields import storable_problem
 from synapse_syncv3.core.params import ALIASES, canonical_name
 from synapse_syncv3.core.tokens import MalformedTokenError, SinceToken, TokenCodec
 from synapse_syncv3.errors import NOT_JSON, SyncV3Error, bad_json, invalid_param
@@ -20,7 +22,11 @@ from synapse_syncv3.errors import NOT_JSON, SyncV3Error, bad_json, invalid_param
 JsonDict = dict[str, Any]
 
 PRESENCE_STATES = ("online", "unavailable", "offline")
-_DIGITS_RE = re.compile(r"^[0-9]+$")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+#: The only query parameters sync v3 reads (SPEC §2, §3.2); all others are ignored,
+#: whatever bytes they hold.
+QUERY_PARAMETERS = frozenset({b"since", b"timeout", b"set_presence", b"access_token"})
 
 
 class ParamsParser(Protocol):
@@ -53,6 +59,30 @@ class RequestBody:
         return {canonical_name(key) for key, value in self.streams.items() if value is not None}
 
 
+def query_args(uri: bytes) -> dict[bytes, list[bytes]]:
+    """The parameters of :data:`QUERY_PARAMETERS` in the query string of ``uri`` (the
+    raw request target), values percent-decoded to bytes, in order. Never raises.
+
+    ``urlsplit``/``parse_qs`` are not used: on bytes they decode the URI as ASCII, so
+    a raw non-ASCII byte raises, and before Python 3.13 ``parse_qs`` also re-encodes
+    every percent-decoded value as ASCII, so ``?x=%C3%A9`` raised too. Here nothing
+    is decoded to text; whether ``since``, ``timeout`` and ``set_presence`` are UTF-8
+    is :func:`parse_query`'s business (400 naming the parameter). Like ``parse_qs``
+    with ``keep_blank_values``, fields are split on ``&``, ``+`` is a space, and a
+    field without ``=`` has the empty value.
+    """
+    query = uri.partition(b"?")[2].partition(b"#")[0]
+    args: dict[bytes, list[bytes]] = {}
+    for field in query.split(b"&"):
+        if not field:
+            continue
+        raw_name, _, raw_value = field.partition(b"=")
+        name = unquote_to_bytes(raw_name.replace(b"+", b" "))
+        if name in QUERY_PARAMETERS:
+            args.setdefault(name, []).append(unquote_to_bytes(raw_value.replace(b"+", b" ")))
+    return args
+
+
 def _first(args: Mapping[bytes, Sequence[bytes]], name: bytes) -> str | None:
     values = args.get(name)
     if not values:
@@ -69,7 +99,7 @@ def parse_query(
     timeout_raw = _first(args, b"timeout")
     timeout = 0
     if timeout_raw is not None:
-        if not _DIGITS_RE.match(timeout_raw):
+        if not _DIGITS_RE.fullmatch(timeout_raw):
             raise invalid_param("timeout: must be a non-negative integer of milliseconds")
         # Very long digit strings are clamped without converting them.
         timeout = max_timeout_ms if len(timeout_raw) > 12 else int(timeout_raw)
@@ -95,7 +125,20 @@ def _reject_constant(value: str) -> None:
     raise ValueError(f"{value} is not valid JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+#: Integers with more digits than this are read as ±10**100. No field takes such a
+#: value (limits are clamped far below it), and converting thousands of digits costs
+#: quadratic time (Python refuses more than 4300 by default, with a ValueError).
+MAX_INT_DIGITS = 100
+_HUGE_INT = 10**MAX_INT_DIGITS
+
+
+def _parse_int(text: str) -> int:
+    if len(text) <= MAX_INT_DIGITS:
+        return int(text)
+    return -_HUGE_INT if text.startswith("-") else _HUGE_INT
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
 
 
 def parse_body(raw: bytes, streams: Mapping[str, ParamsParser]) -> RequestBody:
@@ -126,6 +169,11 @@ def parse_body(raw: bytes, streams: Mapping[str, ParamsParser]) -> RequestBody:
             parsed[key] = None
         elif isinstance(obj, dict):
             result = parser.parse_params(obj)
+            # Every stream checks its own fields; this is the net under them, so that
+            # no stream can make the server store text the database refuses.
+            problem = storable_problem(result.stored)
+            if problem is not None:
+                raise invalid_param(f"{name}: a string {problem}")
             parsed[key] = result.stored
             if result.per_request:
                 per_request[name] = result.per_request

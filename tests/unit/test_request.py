@@ -4,11 +4,18 @@ import json
 
 import pytest
 
-from synapse_syncv3.core.request import parse_body, parse_query
+import synapse_syncv3.streams as registry
+from synapse_syncv3.core.request import parse_body, parse_query, query_args
 from synapse_syncv3.core.tokens import SinceToken
 from synapse_syncv3.errors import SyncV3Error
-from synapse_syncv3.streams import BY_NAME, token_codec
+from synapse_syncv3.streams import token_codec
+from synapse_syncv3.streams.base import ParsedStreamParams
 
+# The stream parsers by name (the registry builds a stream set per module instance;
+# older trees had a module-level BY_NAME).
+BY_NAME = (
+    registry.build_streams().by_name if hasattr(registry, "build_streams") else registry.BY_NAME
+)
 CODEC = token_codec()
 TOKEN = CODEC.encode(SinceToken("abcdefghijklmnop", 2, {"typing": "3"}))
 R = "!room:example.org"
@@ -230,3 +237,177 @@ def test_valid_body() -> None:
         "room_data",
         "account_data",
     }
+
+
+# --- Hostile input: the query string --------------------------------------------
+
+
+def test_query_args_decode_nothing_to_text() -> None:
+    """Percent-encoded non-ASCII and raw bytes neither raise nor leak other params."""
+    assert query_args(b"/sync?since=%E2%98%83") == {b"since": ["☃".encode()]}
+    assert query_args(b"/sync?timeout=%FF&x=%C3%A9") == {b"timeout": [b"\xff"]}
+    assert query_args(b"/sync?\xff\xfe=\x80&timeout=5") == {b"timeout": [b"5"]}
+    assert query_args(b"/sync?timeout=1&timeout=2&since") == {
+        b"timeout": [b"1", b"2"],
+        b"since": [b""],
+    }
+    assert query_args(b"/sync?set_presence=a+b%2Bc#frag") == {b"set_presence": [b"a b+c"]}
+    assert query_args(b"/sync?%74imeout=3&access_token") == {
+        b"timeout": [b"3"],
+        b"access_token": [b""],
+    }
+    assert query_args(b"/sync") == query_args(b"/sync?") == query_args(b"/sync?&&") == {}
+
+
+@pytest.mark.parametrize(
+    ("uri", "name"),
+    [
+        (b"/sync?since=%E2%98%83", "since"),  # valid UTF-8, not a token
+        (b"/sync?since=%FF", "since"),
+        (b"/sync?timeout=%FF", "timeout"),
+        (b"/sync?timeout=%ED%A0%80", "timeout"),  # an encoded surrogate is not UTF-8
+        (b"/sync?set_presence=%C3", "set_presence"),
+        (b"/sync?timeout=5%0A", "timeout"),  # "5\n": re.match(r"^...$") let it pass
+        (b"/sync?timeout=%EF%BC%95", "timeout"),  # a fullwidth digit
+        (b"/sync?since=\xe2\x98\x83", "since"),  # raw bytes in the request line
+    ],
+)
+def test_hostile_query_names_the_parameter(uri: bytes, name: str) -> None:
+    with pytest.raises(SyncV3Error) as info:
+        parse_query(query_args(uri), CODEC, 1000)
+    assert (info.value.code, info.value.errcode) == (400, "M_INVALID_PARAM")
+    assert info.value.msg.startswith(name)
+
+
+def test_unrelated_undecodable_params_are_ignored() -> None:
+    q = parse_query(query_args(b"/sync?x=%C3%A9&y=%FF&\xff=1&timeout=7"), CODEC, 1000)
+    assert (q.since, q.timeout_ms, q.set_presence) == (None, 7, "online")
+
+
+# --- Hostile input: the body ------------------------------------------------------
+
+DOMAINLESS = "!" + "A" * 20 + "-_" + "z09" * 7  # 43 characters of URL-safe base64
+
+
+@pytest.mark.parametrize(
+    "room_id",
+    [
+        R,
+        "!r:hs",
+        "!:hs",
+        "!r:hs:8448",
+        "!r:[::1]:8448",
+        "!x&since=bad&timeout=abc:localhost",
+        "!élan:example.org",
+        DOMAINLESS,
+        "!" + "a" * 244 + ":localhost",  # 255 bytes
+    ],
+)
+def test_valid_room_ids(room_id: str) -> None:
+    body = parse_body(json.dumps({"typing": {"room_id": room_id}}).encode(), BY_NAME)
+    assert body.streams == {"typing": {"room_id": room_id}}
+
+
+@pytest.mark.parametrize(
+    "raw_room_id",
+    [
+        '"!\\ud800:hs"',  # a lone surrogate: .encode() raised, a 500
+        '"!a\\udfff"',
+        '"!a\\u0000:hs"',  # NUL: PostgreSQL refuses it, a 500
+        '"!a\\n:hs"',
+        '"!a:hs\\n"',
+        '"!a\\u0085:hs"',
+        '"!abc"',  # neither a server name nor 43 base64 characters
+        '"!"',
+        '"!a:"',
+        '"!a:b:c"',
+        '"!a:exa mple.org"',
+        '"!a:hs:99999999"',
+        '"!a:[::1"',
+        f'"{DOMAINLESS}="',
+        '"!' + "é" * 126 + ':hs"',  # 256 bytes, 130 characters
+    ],
+)
+def test_invalid_room_ids(raw_room_id: str) -> None:
+    for body in (
+        f'{{"typing": {{"room_id": {raw_room_id}}}}}',
+        f'{{"receipts": {{"room_ids": ["{R}", {raw_room_id}]}}}}',
+        f'{{"room_data": {{"room_ids": [{raw_room_id}]}}}}',
+        f'{{"room_members": {{"room_id": {raw_room_id}}}}}',
+    ):
+        code, errcode, msg = error_of(body.encode())
+        assert (code, errcode) == (400, "M_INVALID_PARAM"), body
+        assert "room_id" in msg
+
+
+@pytest.mark.parametrize("stream", ["room_list", "room_data"])
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        (f'["{"t" * 256}", ""]', "type is longer than 255 bytes"),
+        (f'["t", "{"é" * 128}"]', "state key is longer than 255 bytes"),
+        ('["m.room.\\ud800", ""]', "type holds a lone surrogate"),
+        ('["t", "\\udc00x"]', "state key holds a lone surrogate"),
+        ('["t\\u0000", ""]', "type holds a NUL"),
+        ('["t", "\\u0000"]', "state key holds a NUL"),
+    ],
+)
+def test_state_events_strings_are_capped(stream: str, entry: str, problem: str) -> None:
+    extra = ', "room_ids": []' if stream == "room_data" else ""
+    body = f'{{"{stream}": {{"state_events": [["a", "b"], {entry}]{extra}}}}}'
+    code, errcode, msg = error_of(body.encode())
+    assert (code, errcode) == (400, "M_INVALID_PARAM")
+    assert msg.startswith(f"{stream}.state_events[1]: the {problem}")
+
+
+def test_state_events_at_the_caps_are_stored() -> None:
+    pairs = [["t" * 255, "é" * 127 + "x"], ["*", "*"]]
+    body = parse_body(json.dumps({"room_list": {"state_events": pairs}}).encode(), BY_NAME)
+    assert body.streams == {"room_list": {"state_events": pairs}}
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ['"\\u2603"', '"m1.\\ud800"', '"c\\u0000"', '"a\\nb"', '"' + "c" * 257 + '"'],
+)
+@pytest.mark.parametrize("stream", ["room_members", "room_list"])
+@pytest.mark.parametrize("key", ["since", "next"])
+def test_page_cursors_are_bounded_ascii(cursor: str, stream: str, key: str) -> None:
+    extra = f', "room_id": "{R}"' if stream == "room_members" else ""
+    body = f'{{"{stream}": {{"p": {{"{key}": {cursor}}}{extra}}}}}'
+    code, errcode, msg = error_of(body.encode())
+    assert (code, errcode) == (400, "M_INVALID_PARAM")
+    assert msg.startswith(f"{stream}.p.{key}")
+
+
+def test_huge_numbers_are_valid_json() -> None:
+    """More than 4300 digits made Python's JSON decoder raise (a 400 M_NOT_JSON for a
+    valid body); they are read as ±10**100 and clamped like any large limit."""
+    digits = "9" * 5000
+    raw = f'{{"to_device": {{"limit": {digits}}}, "x": [-{digits}, 1e400, -1e400]}}'
+    body = parse_body(raw.encode(), BY_NAME)
+    assert body.streams == {"to_device": {"limit": 10**100}}
+    code, errcode, msg = error_of(f'{{"to_device": {{"limit": -{digits}}}}}'.encode())
+    assert (code, errcode, msg) == (400, "M_INVALID_PARAM", "to_device.limit: must not be negative")
+    code, errcode, _ = error_of(b'{"to_device": {"limit": 1e400}}')
+    assert (code, errcode) == (400, "M_BAD_JSON")
+
+
+def test_no_stream_can_store_what_the_database_refuses() -> None:
+    """The net under every stream's own checks (a stream that forgets one)."""
+
+    class Careless:
+        def parse_params(self, obj: dict[str, object]) -> ParsedStreamParams:
+            return ParsedStreamParams(stored=dict(obj))
+
+    for raw in (b'{"typing": {"x": "\\ud800"}}', b'{"typing": {"x": ["\\u0000"]}}'):
+        with pytest.raises(SyncV3Error) as info:
+            parse_body(raw, {"typing": Careless()})
+        assert info.value.errcode == "M_INVALID_PARAM"
+        assert info.value.msg.startswith("typing: a string holds")
+    with pytest.raises(SyncV3Error):
+        parse_body(json.dumps({"typing": {"x": "y" * 256}}).encode(), {"typing": Careless()})
+    ok = parse_body(
+        json.dumps({"typing": {"x": "y" * 255, "n": 1}}).encode(), {"typing": Careless()}
+    )
+    assert ok.streams == {"typing": {"x": "y" * 255, "n": 1}}
