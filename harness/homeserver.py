@@ -186,6 +186,7 @@ class Homeserver:
         port: int | None = None,
         presence: bool = True,
         name: str = "hs",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if postgres is not None:
             database = "postgres"
@@ -206,6 +207,8 @@ class Homeserver:
         self.port = port if port is not None else free_port()
         self.presence = presence
         self.name = name
+        #: Extra environment variables of the Synapse process.
+        self.env: dict[str, str] = dict(env or {})
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.registration_shared_secret = secrets.token_hex(16)
         self._macaroon_secret_key = secrets.token_hex(32)
@@ -350,6 +353,7 @@ class Homeserver:
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         self._stdout_file = self.stdout_path.open("ab")
         self._stdout_offset = self._stdout_file.tell()
         argv = [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]

@@ -2,7 +2,23 @@
 long-poll, streams, response.
 
 The servlet has already authenticated and parsed the request; this module never sees
-HTTP. Streams are computed through the registry in :mod:`synapse_syncv3.streams`.
+HTTP. A request runs in phases so that one that fails changes nothing (SPEC §3.1,
+§3.6):
+
+1. **Check** (nothing written): load the session, params and stream state named by
+   ``since``, merge the body, bind the positions, run every stream's ``check``.
+2. **Protect** (undone on failure): a new session's row is inserted and a session that
+   (re)starts to_device counts as having confirmed nothing, so that no to-device
+   deletion can pass what the first computation hands out.
+3. **First computation** of the requested streams. If it raises, the protection is
+   undone and the exception propagates (a 500 leaves the session as it was).
+4. **Commit**: the new params version, the to_device confirmation and the deletion it
+   allows (SPEC §3.5 steps 2–3), eviction for a new session. Written before any wait,
+   so a timeout reply carries the new params version; a cancelled wait keeps it.
+5. **Wait** on Synapse's notifier if there is nothing to say; each wake recomputes the
+   streams whose Synapse positions moved.
+6. **Respond**; the stream state changed by the response is persisted, as a new state
+   version named by ``next``, only for a reply that is not a timeout reply.
 """
 
 from __future__ import annotations
@@ -18,12 +34,13 @@ from twisted.internet.defer import CancelledError
 from synapse_syncv3 import metrics
 from synapse_syncv3.compat import SynapseCompat
 from synapse_syncv3.config import SyncV3Config
-from synapse_syncv3.core.params import Params, merge, ordered, reset_streams, started_streams
+from synapse_syncv3.core.params import Params, merge, reset_streams, started_streams
 from synapse_syncv3.core.request import QueryParams, RequestBody
 from synapse_syncv3.core.tokens import SinceToken, TokenCodec
 from synapse_syncv3.sessions import SessionManager, SessionRef
-from synapse_syncv3.streams import BY_NAME, ORDER
-from synapse_syncv3.streams.base import StreamContext, StreamResult
+from synapse_syncv3.store import LoadedSession
+from synapse_syncv3.streams import StreamSet
+from synapse_syncv3.streams.base import StreamContext, StreamRequest, StreamResult
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +55,11 @@ _TOUCH_AFTER_SECONDS = 1.0
 _SHOWN_WITH_OTHER_DATA = frozenset({"e2ee"})
 
 
+class InjectedFault(RuntimeError):
+    """Raised by a stream's first computation on purpose (tests only, see
+    :attr:`SyncRequest.fault`)."""
+
+
 @attrs.frozen
 class SyncRequest:
     requester: Any
@@ -45,6 +67,9 @@ class SyncRequest:
     device_id: str
     query: QueryParams
     body: RequestBody
+    #: Tests only: the stream whose first computation raises :class:`InjectedFault`.
+    #: Set by the servlet only when the process runs with fault injection enabled.
+    fault: str | None = None
 
     @property
     def kind(self) -> str:
@@ -54,139 +79,166 @@ class SyncRequest:
         return "initial" if self.query.since is None else "incremental"
 
 
+@attrs.define
+class _Checked:
+    """A request that passed every check (phase 1); nothing is written yet."""
+
+    since: SinceToken | None
+    loaded: LoadedSession | None
+    old: Params
+    new: Params
+    #: Requested streams in computation order.
+    requested: list[str]
+    #: Streams with a first delivery (new, restarted, reset, or no position).
+    fresh: set[str]
+    #: What each requested stream is asked, positions bound.
+    requests: dict[str, StreamRequest]
+    #: The positions of ``since`` as sent, for a timeout reply.
+    since_raw: dict[str, str]
+    ctx: StreamContext
+    #: False if this worker did not catch up with the positions of ``since``.
+    caught_up: bool = True
+
+
 class SyncV3Handler:
     def __init__(
         self,
         config: SyncV3Config,
         synapse: SynapseCompat,
         sessions: SessionManager,
+        streams: StreamSet,
         codec: TokenCodec,
         ready: Callable[[], Awaitable[None]],
     ) -> None:
         self._config = config
         self._synapse = synapse
         self._sessions = sessions
+        self._streams = streams
         self._codec = codec
         self._ready = ready
-        self._resets = {name: stream.resets for name, stream in BY_NAME.items()}
-        for name in ORDER:  # export every stream's histogram from the start
+        self._resets = {name: stream.resets for name, stream in streams.by_name.items()}
+        for name in streams.order:  # export every stream's histogram from the start
             metrics.STREAM_DURATION.labels(stream=name)
 
     async def handle(self, req: SyncRequest, is_disconnected: Callable[[], bool]) -> JsonDict:
         started = time.monotonic()
         await self._ready()
-        since = req.query.since
-
-        # 1-2. Session and params (SPEC §4, §5).
-        if since is None:
-            old = Params.empty()
-        else:
-            loaded = await self._sessions.load(since, req.user_id, req.device_id)
-            old = Params.from_json(loaded.params_json)
-        new = merge(old, req.body.streams)
-        fresh = started_streams(old, new) | reset_streams(old, new, self._resets)
-        if since is not None:
-            fresh |= {name for name in new.names() if name not in since.positions}
-
-        # 3. Store params and the to_device confirmation, delete what is confirmed.
-        if since is not None:
-            session = await self._sessions.record(
-                since, loaded, req.user_id, req.device_id, old, new
-            )
-            return await self._respond(req, session, new, fresh, started, is_disconnected)
-        session = await self._sessions.create(req.user_id, req.device_id, new)
+        checked = await self._check(req)
+        if checked.since is not None:
+            return await self._run(req, checked, started, is_disconnected)
+        session = await self._sessions.start(req.user_id, req.device_id, checked.new)
         try:
-            return await self._respond(req, session, new, fresh, started, is_disconnected)
+            return await self._run(req, checked, started, is_disconnected, session)
         except BaseException:
             # The client never got a token of this session: do not leave it behind to
             # hold back to-device deletion until it expires.
             await self._sessions.discard(session.session_id)
             raise
 
-    async def _respond(
-        self,
-        req: SyncRequest,
-        session: SessionRef,
-        new: Params,
-        fresh: set[str],
-        started: float,
-        is_disconnected: Callable[[], bool],
-    ) -> JsonDict:
-        """Steps 4-6 of SPEC §3.5: positions, compute, wait, response."""
+    # -- phase 1: every check, nothing written ------------------------------------------
+
+    async def _check(self, req: SyncRequest) -> _Checked:
         since = req.query.since
-        waited = 0.0
+        loaded = None
+        old = Params.empty()
+        if since is not None:
+            loaded = await self._sessions.load(since, req.user_id, req.device_id)
+            old = Params.from_json(loaded.params_json)
+        new = merge(old, req.body.streams)
+        requested = self._streams.ordered(new.names())
+        fresh = started_streams(old, new) | reset_streams(old, new, self._resets)
+        if since is not None:
+            fresh |= {name for name in requested if name not in since.positions}
         ctx = StreamContext(
             user_id=req.user_id,
             device_id=req.device_id,
             requester=req.requester,
             synapse=self._synapse,
             config=self._config,
-            session_id=session.session_id,
+            state=self._sessions.state_of(since, loaded),
         )
-        requested = ordered(new.names(), ORDER)
+        checked = _Checked(since, loaded, old, new, requested, fresh, {}, {}, ctx)
 
         # Positions from `since`, bound to what this server has issued; wait for
         # replication if this worker lags behind them (SPEC §4.4, §13.3).
-        since_raw: dict[str, str] = {}
         positions: dict[str, Any] = {}
-        if since is not None:
-            wait_for = []
-            for name in requested:
-                if name in fresh:
-                    continue
-                since_raw[name] = since.positions[name]
-                loaded_position = await BY_NAME[name].load_position(ctx, since_raw[name])
-                positions[name] = loaded_position.value
-                if loaded_position.wait_for is not None:
-                    wait_for.append(loaded_position.wait_for)
-            for token in wait_for:
-                if not await self._synapse.wait_for_stream_token(token):
-                    logger.warning(
-                        "Timed out waiting for replication; answering with a timeout reply"
-                    )
-                    return self._timeout_reply(session, since_raw)
+        wait_for = []
+        for name in requested:
+            if since is None or name in fresh:
+                continue
+            checked.since_raw[name] = since.positions[name]
+            loaded_position = await self._streams[name].load_position(ctx, checked.since_raw[name])
+            positions[name] = loaded_position.value
+            if loaded_position.wait_for is not None:
+                wait_for.append(loaded_position.wait_for)
+        for token in wait_for:
+            if not await self._synapse.wait_for_stream_token(token):
+                logger.warning("Timed out waiting for replication; answering with a timeout reply")
+                checked.caught_up = False
+                return checked
 
-        async def compute() -> dict[str, StreamResult]:
-            ctx.now = self._synapse.current_token()
-            ctx.results = {}
-            for name in requested:
-                stream_started = time.monotonic()
-                ctx.results[name] = await BY_NAME[name].compute(
-                    ctx,
-                    new.get(name) or {},
-                    req.body.per_request.get(name, {}),
-                    None if name in fresh else positions[name],
-                )
-                metrics.STREAM_DURATION.labels(stream=name).observe(
-                    time.monotonic() - stream_started
-                )
-            return ctx.results
+        for name in requested:
+            stream = self._streams[name]
+            before, after = old.get(name), new.get(name)
+            request = StreamRequest(
+                params=after or {},
+                per_request=req.body.per_request.get(name, {}),
+                position=positions.get(name),
+                fresh_rooms=(
+                    stream.fresh_rooms(before, after)
+                    if before is not None and after is not None and name not in fresh
+                    else frozenset()
+                ),
+            )
+            await stream.check(ctx, request)
+            checked.requests[name] = request
+        return checked
 
-        async def compute_if_data() -> dict[str, StreamResult] | None:
-            results = await compute()
-            return results if _has_data(results) else None
+    # -- phases 2 to 6 ----------------------------------------------------------------
 
-        # 4-5. Answer at once or wait (SPEC §6).
+    async def _run(
+        self,
+        req: SyncRequest,
+        checked: _Checked,
+        started: float,
+        is_disconnected: Callable[[], bool],
+        new_session: SessionRef | None = None,
+    ) -> JsonDict:
+        since = checked.since
+        waited = 0.0
         presence = await self._synapse.presence_context(req.requester, req.query.set_presence)
         with presence:
             await self._synapse.on_user_syncing(req.user_id)
-            first = await compute()
-            results: dict[str, StreamResult] | None = first
+            results = None
+            if checked.caught_up:
+                results = await self._first_computation(req, checked)
+
+            # Phase 4: commit what the request changes (SPEC §3.5 steps 2-3).
+            if since is None:
+                assert new_session is not None
+                session = new_session
+                await self._sessions.admit(session, req.user_id, req.device_id)
+            else:
+                assert checked.loaded is not None
+                session = await self._sessions.record(
+                    since, checked.loaded, req.user_id, req.device_id, checked.old, checked.new
+                )
+
             may_wait = (
-                since is not None
-                and not fresh  # a first delivery or reset is data (SPEC §6.1)
-                and not req.body.is_page_request
+                results is not None
+                and since is not None
+                and not checked.fresh  # a first delivery or reset is data (SPEC §6.1)
+                and not self._answer_at_once(checked)
                 and req.query.timeout_ms > 0
-                and not _has_data(first)
+                and not _has_data(results)
             )
             if may_wait:
+                assert results is not None
                 wait_started = time.monotonic()
                 metrics.WAITING_REQUESTS.inc()
                 outcome = "cancelled"
                 try:
-                    results = await self._synapse.wait_for_events(
-                        req.user_id, req.query.timeout_ms, compute_if_data, from_token=ctx.now
-                    )
+                    results = await self._wait(req, checked, results)
                     if is_disconnected():
                         # Synapse's notifier swallows the cancellation of its wait.
                         raise CancelledError()
@@ -197,9 +249,12 @@ class SyncV3Handler:
                     metrics.WAIT_DURATION.labels(outcome=outcome).observe(waited)
 
         if results is None:
-            response = self._timeout_reply(session, since_raw)
+            response = self._timeout_reply(session, checked.since_raw)
         else:
-            response = self._response(session, new, fresh, req.body, results)
+            # The stream state this response changed becomes a new version (SPEC
+            # §7.5.2): written only now, for a reply that is sent with its data.
+            session = await self._sessions.persist_state(session, checked.ctx.state)
+            response = self._response(session, checked, req.body, results)
 
         elapsed = time.monotonic() - started
         metrics.REQUEST_DURATION.labels(kind=req.kind).observe(max(0.0, elapsed - waited))
@@ -207,21 +262,102 @@ class SyncV3Handler:
             await self._sessions.touch(session.session_id)
         return response
 
+    def _answer_at_once(self, checked: _Checked) -> bool:
+        """Some stream's per-request fields ask for an answer without waiting
+        (SPEC §6.1 cases 2 and 3: ``p``, ``full_state``)."""
+        return any(
+            self._streams[name].answer_at_once(request.per_request)
+            for name, request in checked.requests.items()
+        )
+
+    async def _first_computation(
+        self, req: SyncRequest, checked: _Checked
+    ) -> dict[str, StreamResult]:
+        """Phases 2 and 3: protect, compute; undo the protection if computing fails."""
+        mark = None
+        if checked.since is not None:
+            mark = await self._sessions.protect(
+                checked.since, req.user_id, req.device_id, checked.old, checked.new
+            )
+        try:
+            return await self._compute(checked, checked.requested, {}, fault=req.fault)
+        except BaseException:
+            if mark is not None:
+                assert checked.since is not None
+                await self._sessions.unprotect(checked.since, mark)
+            raise
+
+    async def _compute(
+        self,
+        checked: _Checked,
+        names: list[str],
+        previous: Mapping[str, StreamResult],
+        fault: str | None = None,
+    ) -> dict[str, StreamResult]:
+        """Compute ``names`` at a fresh ``now``; the other requested streams keep their
+        ``previous`` results (nothing they report moved, and a result without data
+        changed no stream state), except those shown with other data."""
+        ctx = checked.ctx
+        ctx.now = self._synapse.current_token()
+        ctx.state = ctx.state.fork()
+        ctx.results = {}
+        for name in checked.requested:
+            # A stream shown with other data is recomputed along with it, so that what
+            # it carries is fresh (it comes last in the order).
+            refresh = name in _SHOWN_WITH_OTHER_DATA and _has_data(ctx.results)
+            if name not in names and not refresh:
+                ctx.results[name] = previous[name]
+                continue
+            if name == fault:
+                raise InjectedFault(f"fault injected into the {name} stream")
+            stream_started = time.monotonic()
+            ctx.results[name] = await self._streams[name].compute(ctx, checked.requests[name])
+            metrics.STREAM_DURATION.labels(stream=name).observe(time.monotonic() - stream_started)
+        return ctx.results
+
+    async def _wait(
+        self, req: SyncRequest, checked: _Checked, results: dict[str, StreamResult]
+    ) -> dict[str, StreamResult] | None:
+        """Wait until a requested stream has data, or the timeout (SPEC §6.2)."""
+        ctx = checked.ctx
+        last = {"now": ctx.now, "results": results}
+
+        async def on_wake() -> dict[str, StreamResult] | None:
+            now = self._synapse.current_token()
+            moved = [
+                name
+                for name in checked.requested
+                if self._streams[name].moved(ctx, last["now"], now)
+            ]
+            if not moved:
+                return None
+            computed = await self._compute(checked, moved, last["results"])
+            last["now"], last["results"] = ctx.now, computed
+            return computed if _has_data(computed) else None
+
+        return await self._synapse.wait_for_events(
+            req.user_id, req.query.timeout_ms, on_wake, from_token=ctx.now
+        )
+
+    # -- replies -------------------------------------------------------------------------
+
     def _timeout_reply(self, session: SessionRef, since_raw: Mapping[str, str]) -> JsonDict:
         """Exactly ``{"next": ...}`` with the positions of ``since`` (SPEC §6.3)."""
         return {
-            "next": self._codec.encode(SinceToken(session.session_id, session.version, since_raw))
+            "next": self._codec.encode(
+                SinceToken(session.session_id, session.version, since_raw, session.state)
+            )
         }
 
     def _response(
         self,
         session: SessionRef,
-        params: Params,
-        fresh: set[str],
+        checked: _Checked,
         body: RequestBody,
         results: Mapping[str, StreamResult],
     ) -> JsonDict:
         """Stream objects by the rules of SPEC §1.4, then ``next``."""
+        params = checked.new
         echo = body.non_null_streams()
         other_data = any(
             result.has_data
@@ -234,18 +370,18 @@ class SyncV3Handler:
             if result.position is not None:
                 positions[name] = result.position
             shown_with_others = other_data and name in _SHOWN_WITH_OTHER_DATA
-            if not (result.has_data or name in fresh or name in echo or shown_with_others):
+            if not (result.has_data or name in checked.fresh or name in echo or shown_with_others):
                 continue
             key = params.key_for(name)
             if result.error is not None:
                 response[key] = dict(result.error)
             else:
-                negotiated = BY_NAME[name].negotiate(
+                negotiated = self._streams[name].negotiate(
                     params.get(name) or {}, self._config.max_limits
                 )
                 response[key] = {**negotiated, **(result.payload or {})}
         response["next"] = self._codec.encode(
-            SinceToken(session.session_id, session.version, positions)
+            SinceToken(session.session_id, session.version, positions, session.state)
         )
         return response
 

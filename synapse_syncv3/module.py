@@ -10,6 +10,7 @@ Loaded from homeserver.yaml on the main process and on every generic worker::
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from synapse.module_api.errors import ConfigError
@@ -29,12 +30,15 @@ from synapse_syncv3.handler import SyncV3Handler
 from synapse_syncv3.servlet import MODULE_PATH, SyncV3ClientServlet, SyncV3Endpoint, SyncV3Resource
 from synapse_syncv3.sessions import SessionManager
 from synapse_syncv3.store import SessionStore
-from synapse_syncv3.streams import token_codec
+from synapse_syncv3.streams import build_streams, token_codec
 
 if TYPE_CHECKING:
     from synapse.module_api import ModuleApi
 
 logger = logging.getLogger(__name__)
+
+#: Environment variable that enables fault injection (tests only; docs/testing.md).
+FAULT_INJECTION_ENV = "SYNCV3_FAULT_INJECTION"
 
 
 class SyncV3Module:
@@ -46,11 +50,15 @@ class SyncV3Module:
         self._sessions = SessionManager(
             config, self._store, self._synapse, api.get_current_time_msec
         )
-        codec = token_codec()
+        streams = build_streams()
+        codec = token_codec(streams)
         handler = SyncV3Handler(
-            config, self._synapse, self._sessions, codec, self._wait_until_ready
+            config, self._synapse, self._sessions, streams, codec, self._wait_until_ready
         )
-        endpoint = SyncV3Endpoint(api, self._synapse, handler, codec, config)
+        faults = os.environ.get(FAULT_INJECTION_ENV) == "1"
+        if faults:
+            logger.warning("%s=1: fault injection for tests is enabled", FAULT_INJECTION_ENV)
+        endpoint = SyncV3Endpoint(api, self._synapse, handler, codec, config, streams, faults)
 
         api.register_web_resource(MODULE_PATH, SyncV3Resource(endpoint, self._synapse.clock))
         if config.serve_client_path:

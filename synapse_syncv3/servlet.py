@@ -31,7 +31,7 @@ from synapse_syncv3.core.request import query_args as parse_query_args
 from synapse_syncv3.core.tokens import TokenCodec
 from synapse_syncv3.errors import SyncV3Error
 from synapse_syncv3.handler import SyncRequest, SyncV3Handler
-from synapse_syncv3.streams import BY_NAME
+from synapse_syncv3.streams import StreamSet
 
 if TYPE_CHECKING:
     from synapse.module_api import ModuleApi
@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 
 MODULE_PATH = "/_synapse/client/syncv3/sync"
+
+#: Tests only: names a stream whose first computation raises (see docs/testing.md).
+FAULT_HEADER = b"X-Syncv3-Inject-Fault"
 
 _BEARER_RE = re.compile(rb"Bearer [\x21-\x7e]+")
 
@@ -55,12 +58,17 @@ class SyncV3Endpoint:
         handler: SyncV3Handler,
         codec: TokenCodec,
         config: SyncV3Config,
+        streams: StreamSet,
+        faults_enabled: bool = False,
     ) -> None:
         self._api = api
         self._synapse = synapse
         self._handler = handler
         self._codec = codec
         self._config = config
+        self._streams = streams
+        #: Tests only (SYNCV3_FAULT_INJECTION): honour the fault injection header.
+        self._faults_enabled = faults_enabled
 
     async def on_post(self, request: Any) -> tuple[int, JsonDict]:
         args = query_args(request)
@@ -118,10 +126,24 @@ class SyncV3Endpoint:
 
         query = parse_query(args, self._codec, self._config.max_timeout_ms)
         request.content.seek(0)
-        body = parse_body(request.content.read(), BY_NAME)
+        body = parse_body(request.content.read(), self._streams.by_name)
         return SyncRequest(
-            requester=requester, user_id=user_id, device_id=device_id, query=query, body=body
+            requester=requester,
+            user_id=user_id,
+            device_id=device_id,
+            query=query,
+            body=body,
+            fault=self._fault(request),
         )
+
+    def _fault(self, request: Any) -> str | None:
+        """Tests only: the stream named by the fault injection header, when the
+        process runs with fault injection enabled (``SYNCV3_FAULT_INJECTION=1``)."""
+        if not self._faults_enabled:
+            return None
+        values = request.requestHeaders.getRawHeaders(FAULT_HEADER) or []
+        name = values[0].decode("ascii", "replace") if values else None
+        return name if name in self._streams.by_name else None
 
 
 def query_args(request: Any) -> dict[bytes, list[bytes]]:

@@ -9,7 +9,7 @@ pure :func:`synapse_syncv3.core.acks.deletable_up_to`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import attrs
 
@@ -18,9 +18,10 @@ from synapse_syncv3.compat import SynapseCompat
 from synapse_syncv3.config import SyncV3Config
 from synapse_syncv3.core.acks import deletable_up_to
 from synapse_syncv3.core.params import Params
+from synapse_syncv3.core.state import SessionState, decode_values
 from synapse_syncv3.core.tokens import SinceToken, new_session_id
 from synapse_syncv3.errors import unknown_session
-from synapse_syncv3.store import LoadedSession, SessionStore
+from synapse_syncv3.store import LoadedSession, SessionStore, ToDeviceMark
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class SessionRef:
     session_id: str
     #: The params version that applies to the response (new if params changed).
     version: int
+    #: The stream state version the response is issued with.
+    state: int
 
 
 class SessionManager:
@@ -56,10 +59,12 @@ class SessionManager:
         return self._config.session_ttl_ms
 
     async def load(self, since: SinceToken, user_id: str, device_id: str) -> LoadedSession:
-        """The session and params named by ``since``, or 400 M_UNKNOWN_SYNC_SESSION."""
+        """The session, params and stream state named by ``since``, or 400
+        M_UNKNOWN_SYNC_SESSION."""
         loaded = await self._store.load_session(
             session_id=since.session_id,
             version=since.version,
+            state_version=since.state,
             user_id=user_id,
             device_id=device_id,
             now_ms=self._clock_ms(),
@@ -69,16 +74,44 @@ class SessionManager:
             raise unknown_session()
         return loaded
 
-    async def create(self, user_id: str, device_id: str, params: Params) -> SessionRef:
+    def state_of(self, since: SinceToken | None, loaded: LoadedSession | None) -> SessionState:
+        """The stream state as of ``since`` (empty for a new session)."""
+        if since is None or loaded is None or loaded.state_json is None:
+            return SessionState()
+        session_id = since.session_id
+
+        async def read_rooms(
+            stream: str, up_to: int, after: int, room_ids: Collection[str] | None
+        ) -> set[str]:
+            return await self._store.read_sent_rooms(session_id, stream, up_to, after, room_ids)
+
+        return SessionState(since.state, decode_values(loaded.state_json), read_rooms)
+
+    async def start(self, user_id: str, device_id: str, params: Params) -> SessionRef:
+        """Insert a new session (SPEC §4.1) before its first response is computed, so
+        that it holds back to-device deletion from the start. If the request fails,
+        :meth:`discard` it; if it succeeds, :meth:`admit` it."""
         session_id = new_session_id()
-        now_ms = self._clock_ms()
         async with self._device_lock.queue((user_id, device_id)):
-            created = await self._store.create_session(
+            await self._store.create_session(
                 session_id=session_id,
                 user_id=user_id,
                 device_id=device_id,
                 params_json=params.to_json(),
                 wants_to_device=TO_DEVICE in params,
+                now_ms=self._clock_ms(),
+            )
+        return SessionRef(session_id, 1, 0)
+
+    async def admit(self, session: SessionRef, user_id: str, device_id: str) -> None:
+        """A new session's first response was computed: make room for it among the
+        device's sessions (evict the least recently used, drop expired ones)."""
+        now_ms = self._clock_ms()
+        async with self._device_lock.queue((user_id, device_id)):
+            created = await self._store.make_room(
+                session_id=session.session_id,
+                user_id=user_id,
+                device_id=device_id,
                 now_ms=now_ms,
                 ttl_ms=self._ttl,
                 max_sessions=self._config.max_sessions_per_device,
@@ -91,7 +124,34 @@ class SessionManager:
             metrics.SESSIONS_REMOVED.labels(reason="evicted").inc(len(created.evicted))
         if created.expired:
             metrics.SESSIONS_REMOVED.labels(reason="expired").inc(len(created.expired))
-        return SessionRef(session_id, 1)
+
+    async def protect(
+        self, since: SinceToken, user_id: str, device_id: str, old: Params, new: Params
+    ) -> ToDeviceMark | None:
+        """Before the first computation of a request that (re)starts to_device: count
+        the session as having confirmed nothing, so that no deletion passes what its
+        first delivery hands out. Returns what to restore if the request fails."""
+        if TO_DEVICE not in new or TO_DEVICE in old:
+            return None
+        async with self._device_lock.queue((user_id, device_id)):
+            mark = await self._store.start_to_device(since.session_id)
+        if mark is None:
+            raise unknown_session()
+        return mark
+
+    async def unprotect(self, since: SinceToken, mark: ToDeviceMark) -> None:
+        """Undo :meth:`protect` for a request that failed."""
+        await self._store.restore_to_device(since.session_id, mark)
+
+    async def persist_state(self, session: SessionRef, state: SessionState) -> SessionRef:
+        """Write what this response changed in the stream state as a new version; the
+        returned ref names it (unchanged when nothing changed)."""
+        if not state.changed:
+            return session
+        version = await self._store.persist_state(session.session_id, state)
+        if version is None:
+            raise unknown_session()
+        return attrs.evolve(session, state=version)
 
     async def record(
         self,
@@ -107,7 +167,7 @@ class SessionManager:
         changed = not new.same_as(old)
         wants = TO_DEVICE in new
         if not changed and not wants and not loaded.wants_to_device:
-            return SessionRef(since.session_id, since.version)
+            return SessionRef(since.session_id, since.version, since.state)
 
         confirm = None
         raw = since.positions.get(TO_DEVICE)
@@ -135,7 +195,7 @@ class SessionManager:
                 raise unknown_session()
             if recorded.confirmations is not None:
                 await self._delete_up_to(user_id, device_id, recorded.confirmations)
-        return SessionRef(since.session_id, recorded.new_version or since.version)
+        return SessionRef(since.session_id, recorded.new_version or since.version, since.state)
 
     async def discard(self, session_id: str) -> None:
         """Delete a session whose token was never handed out."""

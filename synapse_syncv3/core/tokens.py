@@ -2,13 +2,17 @@
 
 Wire form::
 
-    V3_<session id>.<params version>.<base64url("t=18;d=55")>
+    V3_<session id>.<params version>.<base64url("t=18;d=55")>[.<state version>]
 
 * The session id is 16 characters of ``[A-Za-z0-9_-]`` (96 random bits).
 * The params version is a positive decimal integer without leading zeros.
-* The last part is the unpadded base64url encoding of ``code=value`` pairs joined by
+* The third part is the unpadded base64url encoding of ``code=value`` pairs joined by
   ``;``, one per requested stream, in the fixed stream order. Each stream owns the
   syntax of its value; the codec only checks the shared alphabet.
+* The optional last part names the version of the session's per-stream state
+  (:mod:`synapse_syncv3.core.state`) the token was issued with: a positive decimal
+  integer, absent when the session has no stored state (version 0). Tokens issued
+  before stream state existed therefore keep their form and stay valid.
 
 Every character is in ``A-Z a-z 0-9 - . _``, so the token goes into a query string
 unescaped. Decoding is strict: a token decodes only if encoding the result gives back
@@ -54,9 +58,11 @@ class SinceToken:
     version: int
     #: stream name -> the stream's position, as the stream encoded it.
     positions: Mapping[str, str] = attrs.field(factory=dict, converter=_copy_positions)
+    #: Version of the session's stream state this token was issued with (0: none).
+    state: int = 0
 
     def with_positions(self, positions: Mapping[str, str]) -> SinceToken:
-        return SinceToken(self.session_id, self.version, positions)
+        return attrs.evolve(self, positions=positions)
 
 
 class TokenCodec:
@@ -80,23 +86,26 @@ class TokenCodec:
             raise ValueError("stream codes must be unique")
 
     def encode(self, token: SinceToken) -> str:
-        if not _SESSION_ID_RE.match(token.session_id):
+        if not _SESSION_ID_RE.fullmatch(token.session_id):
             raise ValueError(f"bad session id {token.session_id!r}")
         if token.version < 1:
             raise ValueError("params versions start at 1")
+        if token.state < 0:
+            raise ValueError("state versions are not negative")
         parts = []
         for name in self._order:
             value = token.positions.get(name)
             if value is None:
                 continue
-            if not POSITION_VALUE_RE.match(value):
+            if not POSITION_VALUE_RE.fullmatch(value):
                 raise ValueError(f"bad position {value!r} for stream {name}")
             parts.append(f"{self._codes[name]}={value}")
         unknown = set(token.positions) - set(self._codes)
         if unknown:
             raise ValueError(f"unknown streams {sorted(unknown)}")
         payload = base64.urlsafe_b64encode(";".join(parts).encode("ascii")).decode("ascii")
-        return f"{PREFIX}{token.session_id}.{token.version}.{payload.rstrip('=')}"
+        text = f"{PREFIX}{token.session_id}.{token.version}.{payload.rstrip('=')}"
+        return f"{text}.{token.state}" if token.state else text
 
     def decode(self, value: str) -> SinceToken:
         token = self._decode(value)
@@ -109,14 +118,17 @@ class TokenCodec:
         if not value.startswith(PREFIX):
             raise MalformedTokenError("does not start with V3_")
         fields = value[len(PREFIX) :].split(".")
-        if len(fields) != 3:
+        if len(fields) not in (3, 4):
             raise MalformedTokenError("wrong number of fields")
-        session_id, version, payload = fields
-        if not _SESSION_ID_RE.match(session_id):
+        session_id, version, payload = fields[:3]
+        state = fields[3] if len(fields) == 4 else None
+        if state is not None and not _VERSION_RE.fullmatch(state):
+            raise MalformedTokenError("bad state version")
+        if not _SESSION_ID_RE.fullmatch(session_id):
             raise MalformedTokenError("bad session id")
-        if not _VERSION_RE.match(version):
+        if not _VERSION_RE.fullmatch(version):
             raise MalformedTokenError("bad params version")
-        if not _B64_RE.match(payload) or len(payload) % 4 == 1:
+        if not _B64_RE.fullmatch(payload) or len(payload) % 4 == 1:
             raise MalformedTokenError("bad positions")
         try:
             raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode("ascii")
@@ -130,10 +142,10 @@ class TokenCodec:
                 name = self._names.get(code)
                 if not sep or name is None or name in positions:
                     raise MalformedTokenError("bad positions")
-                if not POSITION_VALUE_RE.match(position):
+                if not POSITION_VALUE_RE.fullmatch(position):
                     raise MalformedTokenError("bad position value")
                 validator = self._validators.get(name)
                 if validator is not None and not validator(position):
                     raise MalformedTokenError(f"bad {name} position")
                 positions[name] = position
-        return SinceToken(session_id, int(version), positions)
+        return SinceToken(session_id, int(version), positions, int(state or 0))

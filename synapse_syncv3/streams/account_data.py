@@ -14,6 +14,7 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     NoFieldsMixin,
     StreamContext,
+    StreamRequest,
     StreamResult,
 )
 
@@ -25,7 +26,7 @@ PUSH_RULES = "m.push_rules"
 
 def parse_account_data_position(raw: str) -> tuple[int, int] | None:
     """``(account data position, push rules position)``, or None if malformed."""
-    if not _ACCOUNT_DATA_POSITION_RE.match(raw):
+    if not _ACCOUNT_DATA_POSITION_RE.fullmatch(raw):
         return None
     account_data, push_rules = raw.split(",")
     return int(account_data), int(push_rules)
@@ -48,9 +49,11 @@ class AccountDataStream(NoFieldsMixin):
         bounded = await ctx.synapse.bound_account_data_position(*parsed)
         return LoadedPosition(value=ctx.synapse.account_data_keys(bounded), wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.account_data_keys(before) != ctx.synapse.account_data_keys(after)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        position = request.position
         synapse = ctx.synapse
         now_data, now_rules = synapse.account_data_keys(ctx.now)
         global_data: dict[str, Any] = {}

@@ -3,14 +3,23 @@
 A stream is a file in this package that defines:
 
 * how its request object is validated and what of it is stored (``parse_params``),
-* which param changes reset it (``resets``) and what it echoes (``negotiate``),
+* which param changes reset it (``resets``), which give single rooms a first delivery
+  (``fresh_rooms``), and what it echoes (``negotiate``),
+* whether a request must be answered at once for it (``answer_at_once``: ``p``,
+  ``full_state``),
 * the syntax of its position in the since token (``valid_position``) and how a
   position is bound to what this server has issued (``load_position``),
+* the checks that can still fail the request once the session is known (``check``),
+  run before anything of the request is written,
+* whether Synapse moved anything it reports between two tokens (``moved``, cheap and
+  without I/O: a notifier wake that moved nothing of a stream does not recompute it),
 * how it computes its data for the interval (position, now] (``compute``).
 
 Streams never import Synapse: they reach it through ``ctx.synapse`` (the compat
 layer), so that their pure parts are unit-testable and a Synapse release breaks only
-:mod:`synapse_syncv3.compat`.
+:mod:`synapse_syncv3.compat`. Stream instances belong to one module instance (built by
+:func:`synapse_syncv3.streams.build_streams`), so their caches are never shared
+between homeservers of one process.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import attrs
 
 from synapse_syncv3.config import MaxLimits, SyncV3Config
+from synapse_syncv3.core.state import SessionState
 
 if TYPE_CHECKING:
     from synapse_syncv3.compat import SynapseCompat
@@ -63,6 +73,21 @@ class StreamResult:
     error: JsonDict | None = None
 
 
+@attrs.frozen
+class StreamRequest:
+    """What one request asks of one stream."""
+
+    #: The stored params in force (after merging the body).
+    params: JsonDict
+    #: Per-request fields of this request (``p``, ``full_state``).
+    per_request: JsonDict = attrs.field(factory=dict)
+    #: The loaded position of ``since``, or None for a first delivery.
+    position: Any = None
+    #: Rooms that get a first delivery because of this request's param change
+    #: (``fresh_rooms``), when the stream as a whole does not.
+    fresh_rooms: frozenset[str] = frozenset()
+
+
 @attrs.define
 class StreamContext:
     """What a stream may know about the request it computes for."""
@@ -72,7 +97,8 @@ class StreamContext:
     requester: Any
     synapse: SynapseCompat
     config: SyncV3Config
-    session_id: str
+    #: The session's stream state as of ``since``, with this response's changes.
+    state: SessionState = attrs.field(factory=SessionState)
     #: Synapse ``StreamToken`` of "now" (SPEC §1.2), sampled once per computation.
     now: Any = None
     #: Results of the streams already computed for this response, by name.
@@ -93,6 +119,16 @@ class Stream(Protocol):
         stream (SPEC §5.4)."""
         ...
 
+    def fresh_rooms(self, old: JsonDict, new: JsonDict) -> frozenset[str]:
+        """Rooms that get a first delivery when the stored params change from ``old``
+        to ``new`` without resetting the whole stream (``room_data.room_ids``)."""
+        ...
+
+    def answer_at_once(self, per_request: JsonDict) -> bool:
+        """Whether the per-request fields make the request answer without waiting
+        (SPEC §6.1: ``p``, ``full_state``)."""
+        ...
+
     def negotiate(self, params: JsonDict, limits: MaxLimits) -> JsonDict:
         """The effective values echoed in every object of the stream (SPEC §5.5)."""
         ...
@@ -105,15 +141,38 @@ class Stream(Protocol):
         """Bind a well-formed position to what this server has issued (SPEC §4.4 7)."""
         ...
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
-        """Compute the stream for (position, ctx.now]; ``position`` is None for a
-        first delivery."""
+    async def check(self, ctx: StreamContext, request: StreamRequest) -> None:
+        """Raise SyncV3Error if the request is invalid for this stream in a way only
+        known with the session (a page cursor of another anchor). Nothing of the
+        request has been written yet."""
+        ...
+
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        """Whether anything this stream reports may have changed between the Synapse
+        ``StreamToken``s ``before`` and ``after`` (no I/O; False means recomputing
+        would give the same result)."""
+        ...
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        """Compute the stream for (request.position, ctx.now]; the position is None
+        for a first delivery."""
         ...
 
 
-class NoFieldsMixin:
+class StreamDefaults:
+    """Protocol members most streams answer the same way."""
+
+    def fresh_rooms(self, old: JsonDict, new: JsonDict) -> frozenset[str]:
+        return frozenset()
+
+    def answer_at_once(self, per_request: JsonDict) -> bool:
+        return "p" in per_request
+
+    async def check(self, ctx: StreamContext, request: StreamRequest) -> None:
+        return None
+
+
+class NoFieldsMixin(StreamDefaults):
     """For streams whose request object has no fields (SPEC §7.7–7.9)."""
 
     def parse_params(self, obj: JsonDict) -> ParsedStreamParams:
@@ -126,7 +185,7 @@ class NoFieldsMixin:
         return {}
 
 
-class NotYetServedMixin:
+class NotYetServedMixin(StreamDefaults):
     """Compute side of a stream whose request syntax is validated and stored, but
     whose data is not served by this version of the module yet.
 
@@ -144,9 +203,10 @@ class NotYetServedMixin:
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         return LoadedPosition(value=0)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return False
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
         return StreamResult(
             position="0",
             error={

@@ -20,6 +20,7 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     NoFieldsMixin,
     StreamContext,
+    StreamRequest,
     StreamResult,
 )
 
@@ -37,15 +38,17 @@ class E2EEStream(NoFieldsMixin):
     code: ClassVar[str] = "e"
 
     def valid_position(self, raw: str) -> bool:
-        return bool(E2EE_POSITION_RE.match(raw))
+        return bool(E2EE_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         bounded = await ctx.synapse.load_e2ee_position(raw)
         return LoadedPosition(value=bounded, wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return bool(ctx.synapse.e2ee_position_behind(before, after))
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        position = request.position
         payload: JsonDict = {}
         has_data = position is None
         next_position = ctx.now

@@ -11,10 +11,10 @@ from typing import Any, ClassVar
 
 from synapse_syncv3.streams.base import (
     INT_POSITION_RE,
-    JsonDict,
     LoadedPosition,
     NoFieldsMixin,
     StreamContext,
+    StreamRequest,
     StreamResult,
 )
 
@@ -24,15 +24,17 @@ class PresenceStream(NoFieldsMixin):
     code: ClassVar[str] = "p"
 
     def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.match(raw))
+        return bool(INT_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         bounded = await ctx.synapse.bound_presence_position(int(raw))
         return LoadedPosition(value=ctx.synapse.presence_key(bounded), wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.presence_key(before) != ctx.synapse.presence_key(after)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        position = request.position
         now_key = ctx.synapse.presence_key(ctx.now)
         first = position is None
         if not ctx.synapse.presence_enabled():

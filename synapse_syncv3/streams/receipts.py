@@ -16,6 +16,8 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     ParsedStreamParams,
     StreamContext,
+    StreamDefaults,
+    StreamRequest,
     StreamResult,
 )
 
@@ -27,7 +29,7 @@ def parse_receipt_position(raw: str) -> tuple[int, list[tuple[int, int]]] | None
     """``(stream, [(writer instance id, position), ...])`` of a position string, or
     None if it is not one Synapse could have issued (every writer listed once, ahead
     of ``stream``)."""
-    if not _RECEIPT_POSITION_RE.match(raw):
+    if not _RECEIPT_POSITION_RE.fullmatch(raw):
         return None
     if not raw.startswith("m"):
         return int(raw), []
@@ -43,7 +45,7 @@ def parse_receipt_position(raw: str) -> tuple[int, list[tuple[int, int]]] | None
     return stream, writers
 
 
-class ReceiptsStream:
+class ReceiptsStream(StreamDefaults):
     name: ClassVar[str] = "receipts"
     code: ClassVar[str] = "c"
 
@@ -69,9 +71,12 @@ class ReceiptsStream:
         bounded = await ctx.synapse.bound_receipt_position(*parsed)
         return LoadedPosition(value=ctx.synapse.receipt_key(bounded), wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        synapse = ctx.synapse
+        return bool(synapse.receipts_ahead(synapse.receipt_key(after), synapse.receipt_key(before)))
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        params, position = request.params, request.position
         synapse = ctx.synapse
         now_key = synapse.receipt_key(ctx.now)
         rooms: dict[str, JsonDict] = {}

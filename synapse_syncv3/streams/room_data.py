@@ -51,6 +51,18 @@ class RoomDataStream(NotYetServedMixin):
             bool(new.get("lazy_load_members")),
         )
 
+    def fresh_rooms(self, old: JsonDict, new: JsonDict) -> frozenset[str]:
+        # Rooms added to an explicit list get their first delivery (SPEC §5.4,
+        # §7.5.2); switching to or from the "room_list" set is the room_list
+        # stream's business (its rooms enter the set as they are sent).
+        before, after = old.get("room_ids"), new.get("room_ids")
+        if not isinstance(after, list):
+            return frozenset()
+        return frozenset(after) - frozenset(before if isinstance(before, list) else ())
+
+    def answer_at_once(self, per_request: JsonDict) -> bool:
+        return bool(per_request.get("full_state"))
+
     def negotiate(self, params: JsonDict, limits: MaxLimits) -> JsonDict:
         return {
             "timeline_limit": fields.effective_timeline_limit(

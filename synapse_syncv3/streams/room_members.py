@@ -33,6 +33,8 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     ParsedStreamParams,
     StreamContext,
+    StreamDefaults,
+    StreamRequest,
     StreamResult,
 )
 
@@ -44,7 +46,7 @@ FORBIDDEN_ERROR = {
 }
 
 
-class RoomMembersStream:
+class RoomMembersStream(StreamDefaults):
     name: ClassVar[str] = "room_members"
     code: ClassVar[str] = "m"
 
@@ -76,32 +78,49 @@ class RoomMembersStream:
         }
 
     def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.match(raw))
+        return bool(INT_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         bounded = await ctx.synapse.bound_room_position(int(raw))
         return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.room_key(before) != ctx.synapse.room_key(after)
+
+    @staticmethod
+    def _cursor(params: JsonDict, request: StreamRequest) -> Cursor | None:
+        """The continuation cursor of the request, checked against the room, the sort
+        and the anchor (the position in ``since``); None for other requests."""
+        page = request.per_request.get("p")
+        if page is None or "cursor" not in page:
+            return None
+        cursor = Cursor.decode(page["cursor"])
+        if cursor is None:
+            raise invalid_param("room_members.p: not a member-list cursor")
+        sort = params.get("sort", "by_pl")
+        if request.position is None or not cursor.matches(
+            params["room_id"], sort, request.position
+        ):
+            raise invalid_param(
+                "room_members.p: the cursor belongs to another room, sort or position"
+            )
+        return cursor
+
+    async def check(self, ctx: StreamContext, request: StreamRequest) -> None:
+        self._cursor(request.params, request)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        params, position = request.params, request.position
         negotiated = self.negotiate(params, ctx.config.max_limits)
         limit, sort = negotiated["limit"], negotiated["sort"]
         room_id: str = params["room_id"]
         now = ctx.synapse.room_key(ctx.now)
-        page = per_request.get("p")
 
-        if page is not None and "cursor" in page:
+        cursor = self._cursor(params, request)
+        if cursor is not None:
             # Continuation page: the position stays the anchor; never waits.
-            cursor = Cursor.decode(page["cursor"])
-            if cursor is None:
-                raise invalid_param("room_members.p: not a member-list cursor")
-            if position is None or not cursor.matches(room_id, sort, position):
-                raise invalid_param(
-                    "room_members.p: the cursor belongs to another room, sort or position"
-                )
             return await self._snapshot_page(ctx, room_id, sort, limit, position, cursor.offset)
-        if position is None or page is not None:
+        if position is None or "p" in request.per_request:
             return await self._snapshot_page(ctx, room_id, sort, limit, now, 0)
         return await self._stream(ctx, room_id, limit, position, now)
 

@@ -17,13 +17,15 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     ParsedStreamParams,
     StreamContext,
+    StreamDefaults,
+    StreamRequest,
     StreamResult,
 )
 
 DEFAULT_LIMIT = 100
 
 
-class ToDeviceStream:
+class ToDeviceStream(StreamDefaults):
     name: ClassVar[str] = "to_device"
     code: ClassVar[str] = "d"
 
@@ -40,15 +42,17 @@ class ToDeviceStream:
         }
 
     def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.match(raw))
+        return bool(INT_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         bounded = await ctx.synapse.bound_to_device_position(int(raw))
         return LoadedPosition(value=ctx.synapse.to_device_key(bounded), wait_for=bounded)
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.to_device_key(before) != ctx.synapse.to_device_key(after)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        params, position = request.params, request.position
         now_key = ctx.synapse.to_device_key(ctx.now)
         if position is not None and position >= now_key:
             return StreamResult(payload={"events": []}, position=str(position))

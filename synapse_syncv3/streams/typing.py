@@ -13,6 +13,8 @@ from synapse_syncv3.streams.base import (
     LoadedPosition,
     ParsedStreamParams,
     StreamContext,
+    StreamDefaults,
+    StreamRequest,
     StreamResult,
 )
 
@@ -23,7 +25,7 @@ def tracked_rooms(params: JsonDict) -> list[str]:
     return list(params.get("room_ids", []))
 
 
-class TypingStream:
+class TypingStream(StreamDefaults):
     name: ClassVar[str] = "typing"
     code: ClassVar[str] = "t"
 
@@ -45,16 +47,18 @@ class TypingStream:
         return {}
 
     def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.match(raw))
+        return bool(INT_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
         # Typing is an in-memory stream that restarts from 0 with Synapse: a position
         # ahead of the current one is clamped (SPEC §4.4 property 7).
         return LoadedPosition(value=min(int(raw), ctx.synapse.current_typing_key()))
 
-    async def compute(
-        self, ctx: StreamContext, params: JsonDict, per_request: JsonDict, position: Any
-    ) -> StreamResult:
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.typing_key(before) != ctx.synapse.typing_key(after)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        params, position = request.params, request.position
         now_key = ctx.synapse.typing_key(ctx.now)
         single = "room_id" in params
         changed: dict[str, list[str]] = {}

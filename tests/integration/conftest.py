@@ -62,6 +62,7 @@ class ServerPool:
         extra_config: dict[str, Any] | None = None,
         presence: bool = True,
         start: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Server:
         """A server of its own (the caller may restart or kill it)."""
         workdir = Path(tempfile.mkdtemp(prefix=f"hs-{engine}-", dir=self._root))
@@ -74,6 +75,7 @@ class ServerPool:
             extra_config=extra_config,
             presence=presence,
             name="hs",
+            env=env,
         )
         self._owned.append((hs, database))
         if start:

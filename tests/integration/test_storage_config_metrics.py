@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from synapse_syncv3.store import SCHEMA_VERSION, SESSION_TABLES
 from tests.integration.helpers import V3, Server
 
 
@@ -21,14 +22,32 @@ def test_tables_and_second_start(own_server: Callable[..., Server]) -> None:  # 
     server = own_server()
     # Requests wait for table creation, which runs in the background at start-up.
     since = V3(server.user()).ok({"to_device": {}})["next"]
-    assert server.query("SELECT version FROM syncv3_schema_version") == [(1,)]
+    assert server.query("SELECT version FROM syncv3_schema_version") == [(SCHEMA_VERSION,)]
     ours = {t for t in _tables(server) if "syncv3" in t}
-    assert {"syncv3_schema_version", "syncv3_sessions", "syncv3_params"} <= ours
+    assert {"syncv3_schema_version", *SESSION_TABLES} <= ours
     assert all(t.startswith("syncv3_") for t in ours)
     server.restart()  # a second start on the same database
-    assert server.query("SELECT version FROM syncv3_schema_version") == [(1,)]
+    assert server.query("SELECT version FROM syncv3_schema_version") == [(SCHEMA_VERSION,)]
     assert server.query("SELECT COUNT(*) FROM syncv3_sessions")[0][0] == 1
     assert since.startswith("V3_")
+
+
+def test_upgrade_from_schema_1_keeps_sessions(own_server: Callable[..., Server]) -> None:
+    """SPEC §10.2, §10.4: tables of schema version 1 (before stream state) are upgraded
+    in place at start-up, and tokens issued before the upgrade keep working."""
+    server = own_server()
+    user = server.user()
+    v3 = V3(user)
+    since = v3.ok({"to_device": {}})["next"]
+    server.hs.stop()
+    for table in ("syncv3_stream_state", "syncv3_sent_rooms"):
+        server.execute(f"DROP TABLE {table}")
+    server.execute("UPDATE syncv3_schema_version SET version = 1")
+    server.hs.start()
+    body = v3.ok({"to_device": {"limit": 7}}, since=since)
+    assert body["to_device"]["limit"] == 7
+    assert server.query("SELECT version FROM syncv3_schema_version") == [(SCHEMA_VERSION,)]
+    assert {"syncv3_stream_state", "syncv3_sent_rooms"} <= _tables(server)
 
 
 def test_session_rows_go_with_the_session(server_with: Callable[..., Server]) -> None:

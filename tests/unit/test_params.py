@@ -6,8 +6,9 @@ import pytest
 from synapse_syncv3.config import MaxLimits
 from synapse_syncv3.core.params import Params, merge, reset_streams, started_streams
 from synapse_syncv3.core.request import parse_body
-from synapse_syncv3.streams import BY_NAME
+from synapse_syncv3.streams import build_streams
 
+BY_NAME = build_streams().by_name
 RESETS = {name: stream.resets for name, stream in BY_NAME.items()}
 STORED = Params({"typing": {"room_id": "!a:example.org"}, "to_device": {"limit": 50}})
 

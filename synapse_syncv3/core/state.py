@@ -1,0 +1,220 @@
+"""Per-session stream state (SPEC §7.4, §7.5, §10.1): what belongs to one response of
+a session rather than to its params or to Synapse. Pure: the rows behind it are read
+and written by :class:`synapse_syncv3.store.SessionStore`.
+
+A session's state is versioned. A since token names the state version it was issued
+with (0: nothing stored yet). For one request the handler builds a
+:class:`SessionState` for the version of ``since``; streams read it, change it, and
+hand values to the streams computed after them (``room_list`` gives ``room_data`` its
+room set). Only when a response with data is sent do the changes become a new
+version, written in one transaction and named by the response's ``next``; a timeout
+reply, an error or a cancelled wait writes nothing. Replaying an older ``since``
+therefore sees the state as it was for that token.
+
+The state has two parts:
+
+* **values**: small typed objects, at most one per class (for instance a stream's
+  stored snapshot reference or its pending changes). Every version holds a complete
+  copy of them, so a version reads exactly what its lineage wrote.
+* **room sets**: per stream, the rooms sent to the session (SPEC §7.5.1, §7.5.2). They
+  can be large, so they are rows that record the first version at which each room was
+  sent since the stream's set was last cleared. A version sees the rooms recorded at
+  or before it. Rows of an abandoned sibling response (a ``since`` replayed after a
+  response was lost) can be seen by a later version of another branch; that only
+  means a room counts as sent once more than strictly needed, never that a room is
+  missed — what the rooms are used for tolerates that (delivering again is allowed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import attrs
+
+JsonDict = dict[str, Any]
+
+
+class StateValue(Protocol):
+    """A typed value kept in the session state; one per class, named by ``KEY``."""
+
+    KEY: ClassVar[str]
+
+    def to_json(self) -> JsonDict: ...
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> Any: ...
+
+
+V = TypeVar("V", bound=StateValue)
+
+#: Classes of the values a state may hold, by ``KEY`` (see :func:`register_value`).
+_VALUE_TYPES: dict[str, type[Any]] = {}
+
+
+def register_value(cls: type[V]) -> type[V]:
+    """Class decorator: make a :class:`StateValue` class loadable from stored state."""
+    existing = _VALUE_TYPES.get(cls.KEY)
+    if existing is not None and existing is not cls:
+        raise ValueError(f"state value key {cls.KEY!r} is taken by {existing.__name__}")
+    _VALUE_TYPES[cls.KEY] = cls
+    return cls
+
+
+@attrs.frozen
+class ClearedRooms:
+    """Per stream, the state version after which its room set starts again (the set
+    was cleared by a reset of the stream in the response that made that version)."""
+
+    KEY: ClassVar[str] = "cleared_rooms"
+
+    after: Mapping[str, int] = attrs.field(factory=dict)
+
+    def to_json(self) -> JsonDict:
+        return dict(self.after)
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> ClearedRooms:
+        return cls({str(k): int(v) for k, v in data.items()})
+
+
+register_value(ClearedRooms)
+
+
+def encode_values(values: Mapping[str, StateValue]) -> str:
+    return json.dumps(
+        {key: value.to_json() for key, value in values.items()},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def decode_values(text: str) -> dict[str, StateValue]:
+    """Stored values; keys of classes this release does not know are dropped."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("stored stream state is not an object")
+    return {
+        key: _VALUE_TYPES[key].from_json(data)
+        for key, data in raw.items()
+        if key in _VALUE_TYPES and isinstance(data, dict)
+    }
+
+
+@attrs.frozen
+class StateChanges:
+    """What one response changes: written as one new state version."""
+
+    #: The complete values of the new version.
+    values: Mapping[str, StateValue]
+    #: stream -> rooms sent in this response.
+    rooms: Mapping[str, frozenset[str]]
+    #: Streams whose room set starts again with this version.
+    cleared: frozenset[str]
+
+
+#: ``read_rooms(stream, up_to_version, after_version, room_ids or None)``: the rooms of
+#: a stream recorded in (after_version, up_to_version], restricted to ``room_ids``
+#: when given.
+RoomReader = Callable[[str, int, int, Collection[str] | None], Awaitable[set[str]]]
+
+
+async def _no_rooms(
+    stream: str, up_to: int, after: int, room_ids: Collection[str] | None
+) -> set[str]:
+    return set()
+
+
+class SessionState:
+    """The stream state of a session as of one since token, plus this response's
+    changes (not written until :meth:`changes` is persisted)."""
+
+    def __init__(
+        self,
+        version: int = 0,
+        values: Mapping[str, StateValue] | None = None,
+        read_rooms: RoomReader = _no_rooms,
+    ) -> None:
+        #: The state version of ``since`` (0: none).
+        self.version = version
+        self._base = dict(values or {})
+        self._values = dict(self._base)
+        self._read_rooms = read_rooms
+        self._sent: dict[str, set[str]] = {}
+        self._cleared: set[str] = set()
+
+    def fork(self) -> SessionState:
+        """The same state as of ``since``, without this response's changes (each
+        computation of a long-poll starts from the state of ``since``)."""
+        return SessionState(self.version, self._base, self._read_rooms)
+
+    # -- values --------------------------------------------------------------------
+
+    def get(self, cls: type[V]) -> V | None:
+        value = self._values.get(cls.KEY)
+        return value if isinstance(value, cls) else None
+
+    def set(self, value: StateValue) -> None:
+        if type(value).KEY not in _VALUE_TYPES:
+            raise ValueError(f"{type(value).__name__} is not a registered state value")
+        self._values[type(value).KEY] = value
+
+    def discard(self, cls: type[StateValue]) -> None:
+        self._values.pop(cls.KEY, None)
+
+    # -- room sets -----------------------------------------------------------------
+
+    def _cleared_after(self, stream: str) -> int:
+        cleared = self._base.get(ClearedRooms.KEY)
+        if isinstance(cleared, ClearedRooms):
+            return cleared.after.get(stream, 0)
+        return 0
+
+    async def sent_rooms(self, stream: str) -> frozenset[str]:
+        """Every room of the stream's set: sent up to this token (since the set was
+        last cleared), plus those sent so far in this response."""
+        stored: set[str] = set()
+        if self.version and stream not in self._cleared:
+            stored = await self._read_rooms(stream, self.version, self._cleared_after(stream), None)
+        return frozenset(stored | self._sent.get(stream, set()))
+
+    async def known_rooms(self, stream: str, room_ids: Collection[str]) -> frozenset[str]:
+        """Those of ``room_ids`` that the client had received when it presented this
+        token (SPEC §7.5.2); rooms sent in this response do not count."""
+        if not self.version or not room_ids or stream in self._cleared:
+            return frozenset()
+        found = await self._read_rooms(stream, self.version, self._cleared_after(stream), room_ids)
+        return frozenset(found)
+
+    def record_rooms(self, stream: str, room_ids: Collection[str]) -> None:
+        """Rooms sent by this response for ``stream``."""
+        if room_ids:
+            self._sent.setdefault(stream, set()).update(room_ids)
+
+    def clear_rooms(self, stream: str) -> None:
+        """The stream was reset: its set starts again with this response."""
+        self._cleared.add(stream)
+        self._sent.pop(stream, None)
+
+    # -- changes -------------------------------------------------------------------
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._cleared or self._sent or self._values != self._base)
+
+    def changes(self, new_version: int) -> StateChanges:
+        """The changes as a new version ``new_version``: cleared sets start after the
+        previous version."""
+        values = dict(self._values)
+        if self._cleared:
+            previous = self.get(ClearedRooms)
+            after = dict(previous.after) if previous is not None else {}
+            for stream in self._cleared:
+                after[stream] = new_version - 1
+            values[ClearedRooms.KEY] = ClearedRooms(after)
+        return StateChanges(
+            values=values,
+            rooms={stream: frozenset(rooms) for stream, rooms in self._sent.items()},
+            cleared=frozenset(self._cleared),
+        )
