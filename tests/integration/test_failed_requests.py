@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from harness import MatrixUser
-from tests.integration.helpers import V3_PATH, V3, Server, shared_room
+from tests.integration.helpers import V3, V3_PATH, Server
 
 #: The fault server: fault injection on, at most two sessions per device.
 FAULT_ENV = {"SYNCV3_FAULT_INJECTION": "1"}
