@@ -1,0 +1,169 @@
+"""Stream state versions and sent-room sets in the store (SPEC §7.5.2, §10.1), on
+SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from synapse_syncv3.core.state import ClearedRooms, SessionState, decode_values
+from synapse_syncv3.store import STATE_VERSIONS_KEPT
+from tests.store.conftest import Backend
+from tests.store.helpers import Marker, create, load, state_at
+
+STREAM = "room_data"
+OTHER_STREAM = "room_list"
+
+
+async def persist(
+    backend: Backend,
+    session_id: str,
+    base: int,
+    *,
+    marker: int | None = None,
+    rooms: dict[str, list[str]] | None = None,
+    clear: tuple[str, ...] = (),
+) -> int:
+    """Persist a response computed from state version ``base``; its new version."""
+    state = await state_at(backend, session_id, base)
+    for stream in clear:
+        state.clear_rooms(stream)
+    for stream, room_ids in (rooms or {}).items():
+        state.record_rooms(stream, room_ids)
+    if marker is not None:
+        state.set(Marker(marker))
+    version = await backend.store.persist_state(session_id, state)
+    assert version is not None
+    return version
+
+
+async def sent(backend: Backend, session_id: str, version: int, stream: str = STREAM) -> set[str]:
+    return set(await (await state_at(backend, session_id, version)).sent_rooms(stream))
+
+
+async def known(
+    backend: Backend, session_id: str, version: int, room_ids: list[str], stream: str = STREAM
+) -> set[str]:
+    state = await state_at(backend, session_id, version)
+    return set(await state.known_rooms(stream, room_ids))
+
+
+async def test_versions_count_up_and_values_round_trip(backend: Backend) -> None:
+    await create(backend, "s1")
+    assert await persist(backend, "s1", 0, marker=1) == 1
+    assert await persist(backend, "s1", 1, marker=2) == 2
+    assert await persist(backend, "s1", 2, marker=3) == 3
+    for version in (1, 2, 3):
+        loaded = await load(backend, "s1", state_version=version)
+        assert loaded is not None and loaded.state_json is not None
+        assert decode_values(loaded.state_json) == {Marker.KEY: Marker(version)}
+        assert (await state_at(backend, "s1", version)).get(Marker) == Marker(version)
+
+
+async def test_versions_are_per_session(backend: Backend) -> None:
+    await create(backend, "s1")
+    await create(backend, "s2")
+    assert await persist(backend, "s1", 0, marker=1) == 1
+    assert await persist(backend, "s1", 1, marker=1) == 2
+    assert await persist(backend, "s2", 0, marker=5) == 1
+    assert (await state_at(backend, "s2", 1)).get(Marker) == Marker(5)
+    assert await load(backend, "s2", state_version=2) is None
+
+
+async def test_replayed_version_branches(backend: Backend) -> None:
+    # A since token replayed after a lost response: the next response is a sibling
+    # version of the lost one, and both stay readable.
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, marker=1)
+    assert await persist(backend, "s1", 1, marker=2) == 2
+    assert await persist(backend, "s1", 1, marker=3) == 3
+    assert (await state_at(backend, "s1", 2)).get(Marker) == Marker(2)
+    assert (await state_at(backend, "s1", 3)).get(Marker) == Marker(3)
+
+
+async def test_a_version_sees_the_rooms_recorded_at_or_before_it(backend: Backend) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a", "!b"], OTHER_STREAM: ["!x"]})
+    await persist(backend, "s1", 1, rooms={STREAM: ["!c"]})
+    assert await sent(backend, "s1", 1) == {"!a", "!b"}
+    assert await sent(backend, "s1", 2) == {"!a", "!b", "!c"}
+    assert await sent(backend, "s1", 2, OTHER_STREAM) == {"!x"}
+    assert await known(backend, "s1", 1, ["!a", "!c", "!z"]) == {"!a"}
+    assert await known(backend, "s1", 2, ["!a", "!c", "!z"]) == {"!a", "!c"}
+    assert await known(backend, "s1", 2, ["!x"]) == set()
+
+
+async def test_a_room_keeps_the_first_version_that_sent_it(backend: Backend) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a"]})
+    await persist(backend, "s1", 1, rooms={STREAM: ["!a", "!b"]})
+    assert await sent(backend, "s1", 1) == {"!a"}
+    assert await sent(backend, "s1", 2) == {"!a", "!b"}
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+
+
+async def test_known_rooms_of_many_rooms(backend: Backend) -> None:
+    # More rooms than one IN list of the store holds.
+    rooms = [f"!r{i:03}" for i in range(250)]
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: rooms[:210]})
+    asked = [*rooms, "!unknown"]
+    assert await known(backend, "s1", 1, asked) == set(rooms[:210])
+    assert await sent(backend, "s1", 1) == set(rooms[:210])
+
+
+async def test_clear_rooms_starts_the_set_again(backend: Backend) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a"], OTHER_STREAM: ["!x"]})
+    await persist(backend, "s1", 1, rooms={STREAM: ["!b"]})
+    assert await persist(backend, "s1", 2, clear=(STREAM,), rooms={STREAM: ["!c"]}) == 3
+    assert await sent(backend, "s1", 3) == {"!c"}
+    assert await known(backend, "s1", 3, ["!a", "!b", "!c"]) == {"!c"}
+    # Other streams keep their set; the versions before the clear keep theirs.
+    assert await sent(backend, "s1", 3, OTHER_STREAM) == {"!x"}
+    assert await sent(backend, "s1", 2) == {"!a", "!b"}
+    assert (await state_at(backend, "s1", 3)).get(ClearedRooms) == ClearedRooms({STREAM: 2})
+    # A later version of the cleared lineage still sees only what came after the clear.
+    await persist(backend, "s1", 3, rooms={STREAM: ["!d"]})
+    assert await sent(backend, "s1", 4) == {"!c", "!d"}
+
+
+async def test_a_room_sent_again_after_a_clear_counts_from_the_new_version(
+    backend: Backend,
+) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a", "!b"]})
+    await persist(backend, "s1", 1, clear=(STREAM,), rooms={STREAM: ["!a"]})
+    assert await sent(backend, "s1", 2) == {"!a"}
+    assert await known(backend, "s1", 2, ["!a", "!b"]) == {"!a"}
+    await persist(backend, "s1", 2, rooms={STREAM: ["!e"]})
+    assert await sent(backend, "s1", 3) == {"!a", "!e"}
+
+
+async def test_a_clear_without_rooms(backend: Backend) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a"]})
+    await persist(backend, "s1", 1, clear=(STREAM,))
+    assert await sent(backend, "s1", 2) == set()
+    assert await known(backend, "s1", 2, ["!a"]) == set()
+
+
+async def test_state_versions_retention(backend: Backend) -> None:
+    await create(backend, "s1")
+    latest = 0
+    for n in range(1, 26):
+        latest = await persist(backend, "s1", latest, marker=n)
+    assert latest == 25
+    assert backend.db.count("syncv3_stream_state", "s1") == STATE_VERSIONS_KEPT
+    oldest_kept = latest - STATE_VERSIONS_KEPT + 1
+    assert (await state_at(backend, "s1", oldest_kept)).get(Marker) == Marker(oldest_kept)
+    assert await load(backend, "s1", state_version=oldest_kept - 1) is None
+    assert await load(backend, "s1", state_version=1) is None
+
+
+async def test_persist_state_of_a_deleted_session(backend: Backend) -> None:
+    await create(backend, "s1")
+    await backend.store.delete_session("s1")
+    state = SessionState()
+    state.set(Marker(1))
+    state.record_rooms(STREAM, ["!a"])
+    assert await backend.store.persist_state("s1", state) is None
+    assert backend.db.count("syncv3_stream_state") == 0
+    assert backend.db.count("syncv3_sent_rooms") == 0
