@@ -18,11 +18,17 @@ The state has two parts:
   copy of them, so a version reads exactly what its lineage wrote.
 * **room sets**: per stream, the rooms sent to the session (SPEC §7.5.1, §7.5.2). They
   can be large, so they are rows that record the first version at which each room was
-  sent since the stream's set was last cleared. A version sees the rooms recorded at
-  or before it. Rows of an abandoned sibling response (a ``since`` replayed after a
-  response was lost) can be seen by a later version of another branch; that only
-  means a room counts as sent once more than strictly needed, never that a room is
-  missed — what the rooms are used for tolerates that (delivering again is allowed).
+  sent since the stream's set was last cleared.
+
+Versions form a tree, not a line: replaying an older ``since`` after a response was
+lost starts a branch. Each version therefore also records the versions that are *not*
+its ancestors (:class:`Lineage`: every version allocated between a version's parent
+and itself, and those its parent excluded), so that :meth:`SessionState.known_rooms`
+— "has the client received this room's first delivery?" — counts only rows of the
+token's own lineage: a room sent only by a lost response is never taken as received.
+:meth:`SessionState.sent_rooms` (the ``"room_list"`` set) reads every row up to the
+version: a room sent on an abandoned branch may be in the set once more than strictly
+needed, which only means serving it, never missing it.
 """
 
 from __future__ import annotations
@@ -80,6 +86,63 @@ class ClearedRooms:
 
 
 register_value(ClearedRooms)
+
+#: Most excluded version ranges a :class:`Lineage` keeps; beyond, the two closest
+#: ranges are merged (which excludes some ancestors too: their rooms then count as
+#: not received, and get a first delivery again, which is always allowed).
+MAX_EXCLUDED_RANGES = 8
+
+
+@attrs.frozen
+class Lineage:
+    """The state versions below this one that are not its ancestors, as inclusive
+    ``(first, last)`` ranges in ascending order."""
+
+    KEY: ClassVar[str] = "lineage"
+
+    excluded: tuple[tuple[int, int], ...] = ()
+
+    def to_json(self) -> JsonDict:
+        return {"excluded": [list(r) for r in self.excluded]}
+
+    @classmethod
+    def from_json(cls, data: JsonDict) -> Lineage:
+        return cls(tuple((int(a), int(b)) for a, b in data.get("excluded", [])))
+
+    def child(self, parent: int, version: int) -> Lineage:
+        """The lineage of ``version``, made from its ``parent`` (this lineage's
+        version): every version in between belongs to other branches."""
+        ranges = list(self.excluded)
+        if version - 1 >= parent + 1:
+            ranges.append((parent + 1, version - 1))
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(ranges):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        while len(merged) > MAX_EXCLUDED_RANGES:
+            gaps = [merged[i + 1][0] - merged[i][1] for i in range(len(merged) - 1)]
+            i = gaps.index(min(gaps))
+            merged[i : i + 2] = [(merged[i][0], merged[i + 1][1])]
+        return Lineage(tuple(merged))
+
+    def included(self, after: int, up_to: int) -> list[tuple[int, int]]:
+        """The ranges ``(after', up_to']`` of (after, up_to] that are in the lineage."""
+        ranges = []
+        start = after
+        for first, last in self.excluded:
+            if last <= start or first > up_to:
+                continue
+            if first - 1 > start:
+                ranges.append((start, first - 1))
+            start = max(start, last)
+        if up_to > start:
+            ranges.append((start, up_to))
+        return ranges
+
+
+register_value(Lineage)
 
 
 def encode_values(values: Mapping[str, StateValue]) -> str:
@@ -181,10 +244,16 @@ class SessionState:
 
     async def known_rooms(self, stream: str, room_ids: Collection[str]) -> frozenset[str]:
         """Those of ``room_ids`` that the client had received when it presented this
-        token (SPEC §7.5.2); rooms sent in this response do not count."""
+        token (SPEC §7.5.2): sent by a version of this token's lineage. Rooms sent in
+        this response do not count."""
         if not self.version or not room_ids or stream in self._cleared:
             return frozenset()
-        found = await self._read_rooms(stream, self.version, self._cleared_after(stream), room_ids)
+        lineage = self._base.get(Lineage.KEY)
+        if not isinstance(lineage, Lineage):
+            lineage = Lineage()
+        found: set[str] = set()
+        for after, up_to in lineage.included(self._cleared_after(stream), self.version):
+            found |= await self._read_rooms(stream, up_to, after, room_ids)
         return frozenset(found)
 
     def record_rooms(self, stream: str, room_ids: Collection[str]) -> None:
@@ -207,6 +276,14 @@ class SessionState:
         """The changes as a new version ``new_version``: cleared sets start after the
         previous version."""
         values = dict(self._values)
+        lineage = self._base.get(Lineage.KEY)
+        if not isinstance(lineage, Lineage):
+            lineage = Lineage()
+        child = lineage.child(self.version, new_version)
+        if child.excluded:  # a linear history needs no record
+            values[Lineage.KEY] = child
+        else:
+            values.pop(Lineage.KEY, None)
         if self._cleared:
             previous = self.get(ClearedRooms)
             after = dict(previous.after) if previous is not None else {}

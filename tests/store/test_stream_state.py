@@ -3,8 +3,6 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import pytest
-
 from synapse_syncv3.core.state import ClearedRooms, SessionState, decode_values
 from synapse_syncv3.store import STATE_VERSIONS_KEPT
 from tests.store.conftest import Backend
@@ -147,11 +145,6 @@ async def test_a_clear_without_rooms(backend: Backend) -> None:
     assert await known(backend, "s1", 2, ["!a"]) == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rows of an abandoned sibling version are visible to a later version of another"
-    " branch: known_rooms reports a room the client never received (SPEC §7.5.2)",
-)
 async def test_a_room_sent_only_by_a_lost_response_is_not_known(backend: Backend) -> None:
     # The client holds version 1. The response that made version 2 sent !lost and was
     # lost; the client replays version 1 and gets version 3, which did not send !lost.

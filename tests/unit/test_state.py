@@ -12,7 +12,9 @@ import attrs
 import pytest
 
 from synapse_syncv3.core.state import (
+    MAX_EXCLUDED_RANGES,
     ClearedRooms,
+    Lineage,
     SessionState,
     decode_values,
     encode_values,
@@ -304,3 +306,44 @@ def test_decode_drops_unknown_keys() -> None:
 def test_decode_refuses_a_non_object() -> None:
     with pytest.raises(ValueError):
         decode_values("[1, 2]")
+
+
+# -- lineage: versions that are not ancestors ----------------------------------------
+
+
+def test_a_linear_history_records_no_lineage() -> None:
+    state = SessionState(3)
+    state.record_rooms(STREAM, ["!a"])
+    assert Lineage.KEY not in state.changes(4).values
+
+
+def test_a_branch_excludes_the_versions_in_between() -> None:
+    # Version 5 is made from version 2: versions 3 and 4 belong to other branches.
+    lineage = SessionState(2).changes(5).values[Lineage.KEY]
+    assert lineage == Lineage(((3, 4),))
+    assert lineage.included(0, 5) == [(0, 2), (4, 5)]
+    # Its child 7 (made from 5) also excludes 6, merged with nothing (5 is between).
+    child = Lineage(((3, 4),)).child(5, 7)
+    assert child == Lineage(((3, 4), (6, 6)))
+    assert child.included(0, 7) == [(0, 2), (4, 5), (6, 7)]
+    assert child.included(4, 7) == [(4, 5), (6, 7)]
+    assert child.included(6, 7) == [(6, 7)]
+
+
+def test_adjacent_exclusions_merge_and_the_list_is_bounded() -> None:
+    assert Lineage(((3, 4),)).child(4, 7).excluded == ((3, 6),)
+    lineage = Lineage()
+    parent = 0
+    for version in range(2, 60, 3):  # each version skips the two before it
+        lineage = lineage.child(parent, version)
+        parent = version
+    assert len(lineage.excluded) <= MAX_EXCLUDED_RANGES
+    # Merging only ever excludes more: every version it left in is an ancestor.
+    ancestors = set(range(2, 60, 3))
+    for after, up_to in lineage.included(0, parent):
+        assert set(range(after + 1, up_to + 1)) <= ancestors
+
+
+def test_lineage_round_trips() -> None:
+    lineage = Lineage(((3, 4), (9, 12)))
+    assert decode_values(encode_values({Lineage.KEY: lineage})) == {Lineage.KEY: lineage}
