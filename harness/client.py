@@ -188,6 +188,7 @@ class Client:
         json_body: object = NO_BODY,
         raw_body: bytes | None = None,
         query: QueryParams | None = None,
+        raw_query: str | None = None,
         token: str | _Sentinel | None = USE_CLIENT_TOKEN,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
@@ -195,7 +196,10 @@ class Client:
         """Send one request and read the whole response.
 
         ``path`` is absolute (``/_matrix/...``); quoting its components is the caller's job
-        (see :func:`quote`). A dropped keep-alive connection is re-opened once.
+        (see :func:`quote`). ``raw_query`` is appended to the query string exactly as
+        given (after ``query``), for malformed query strings: printable ASCII only, as
+        http.client refuses anything else. A dropped keep-alive connection is re-opened
+        once.
         """
         if json_body is not NO_BODY and raw_body is not None:
             raise ValueError("pass json_body or raw_body, not both")
@@ -206,6 +210,8 @@ class Client:
             qs = encode_query(query)
             if qs:
                 url += ("&" if "?" in url else "?") + qs
+        if raw_query is not None:
+            url += ("&" if "?" in url else "?") + raw_query
 
         hdrs: dict[str, str] = {"Accept": "application/json"}
         body: bytes | None = None
