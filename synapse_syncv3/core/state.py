@@ -206,11 +206,16 @@ class SessionState:
         self._read_rooms = read_rooms
         self._sent: dict[str, set[str]] = {}
         self._cleared: set[str] = set()
+        #: known_rooms answers, shared by the forks of this state (the rows of a
+        #: version never change, so every computation of one request can reuse them).
+        self._known: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
 
     def fork(self) -> SessionState:
         """The same state as of ``since``, without this response's changes (each
         computation of a long-poll starts from the state of ``since``)."""
-        return SessionState(self.version, self._base, self._read_rooms)
+        forked = SessionState(self.version, self._base, self._read_rooms)
+        forked._known = self._known
+        return forked
 
     # -- values --------------------------------------------------------------------
 
@@ -248,13 +253,18 @@ class SessionState:
         this response do not count."""
         if not self.version or not room_ids or stream in self._cleared:
             return frozenset()
+        key = (stream, frozenset(room_ids))
+        cached = self._known.get(key)
+        if cached is not None:
+            return cached
         lineage = self._base.get(Lineage.KEY)
         if not isinstance(lineage, Lineage):
             lineage = Lineage()
         found: set[str] = set()
         for after, up_to in lineage.included(self._cleared_after(stream), self.version):
             found |= await self._read_rooms(stream, up_to, after, room_ids)
-        return frozenset(found)
+        self._known[key] = frozenset(found)
+        return self._known[key]
 
     def record_rooms(self, stream: str, room_ids: Collection[str]) -> None:
         """Rooms sent by this response for ``stream``."""
