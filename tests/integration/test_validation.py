@@ -112,6 +112,77 @@ BODY_CASES: list[tuple[str, dict[str, str], Any, str, str]] = [
     ("since bad pos", {"since": "V3_abcdefghijklmnop.1.dD14"}, {}, "M_INVALID_PARAM", "since"),
     ("since unknown", {"since": "V3_abcdefghijklmnop.1."}, {}, "M_UNKNOWN_SYNC_SESSION", ""),
     ("query before body", {"timeout": "x"}, b"not json", "M_INVALID_PARAM", "timeout"),
+    # Hostile strings: each of these reached .encode() or the database, a 500.
+    (
+        "room id surrogate",
+        {},
+        b'{"typing": {"room_id": "!\\ud800:localhost"}}',
+        "M_INVALID_PARAM",
+        "typing.room_id",
+    ),
+    (
+        "room id NUL",
+        {},
+        b'{"room_members": {"room_id": "!a\\u0000:localhost"}}',
+        "M_INVALID_PARAM",
+        "room_members.room_id",
+    ),
+    (
+        "room ids surrogate",
+        {},
+        b'{"receipts": {"room_ids": ["!a:localhost", "!\\udfff:localhost"]}}',
+        "M_INVALID_PARAM",
+        "receipts.room_ids[1]",
+    ),
+    ("room id no server", {}, {"typing": {"room_id": "!abc"}}, "M_INVALID_PARAM", "typing"),
+    (
+        "state type 256 bytes",
+        {},
+        {"room_list": {"state_events": [["t" * 256, ""]]}},
+        "M_INVALID_PARAM",
+        "room_list.state_events[0]",
+    ),
+    (
+        "state key NUL",
+        {},
+        b'{"room_data": {"room_ids": [], "state_events": [["t", "\\u0000"]]}}',
+        "M_INVALID_PARAM",
+        "room_data.state_events[0]",
+    ),
+    (
+        "state key surrogate",
+        {},
+        b'{"room_list": {"state_events": [["m.room.name", ""], ["t", "\\ud800"]]}}',
+        "M_INVALID_PARAM",
+        "room_list.state_events[1]",
+    ),
+    (
+        "cursor not ascii",
+        {},
+        {"room_members": {"room_id": R, "p": {"since": "\u2603"}}},
+        "M_INVALID_PARAM",
+        "room_members.p.since",
+    ),
+    (
+        "cursor too long",
+        {},
+        {"room_list": {"p": {"next": "c" * 5000}}},
+        "M_INVALID_PARAM",
+        "room_list.p.next",
+    ),
+]
+
+# (id, raw query string, errcode, text the error starts with): percent-encoded bytes
+# that are not UTF-8, or not what they look like; each of these was a 500 (Python
+# before 3.13 raised in parse_qs) or passed as valid ("5\n").
+RAW_QUERY_CASES: list[tuple[str, str, str]] = [
+    ("since snowman", "since=%E2%98%83", "since"),
+    ("since not utf-8", "since=%FF", "since"),
+    ("timeout not utf-8", "timeout=%FF", "timeout"),
+    ("timeout newline", "timeout=5%0A", "timeout"),
+    ("timeout fullwidth digit", "timeout=%EF%BC%95", "timeout"),
+    ("set_presence not utf-8", "set_presence=%C3", "set_presence"),
+    ("since newline", "since=%0A", "since"),
 ]
 
 
@@ -132,6 +203,37 @@ def test_malformed_request(
     assert response.status == 400, response.body
     assert response.errcode == errcode, response.body
     assert mentions in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw_query", "mentions"),
+    [case[1:] for case in RAW_QUERY_CASES],
+    ids=[case[0] for case in RAW_QUERY_CASES],
+)
+def test_hostile_query_string(server: Server, raw_query: str, mentions: str) -> None:
+    user = server.user()
+    response = user.client.request("POST", V3_PATH, raw_body=b"{}", raw_query=raw_query)
+    assert response.status == 400, response.body
+    assert response.errcode == "M_INVALID_PARAM", response.body
+    assert response.json()["error"].startswith(mentions)
+
+
+def test_other_query_parameters_are_ignored_whatever_they_hold(server: Server) -> None:
+    user = server.user()
+    raw_query = "x=%C3%A9&y=%FF&%FF=1&timeout=0&timeout=%FF&since_=%ED%A0%80"
+    response = user.client.request("POST", V3_PATH, raw_body=b"{}", raw_query=raw_query)
+    assert response.status == 200, response.body
+    assert set(response.json()) == {"next"}
+
+
+def test_huge_numbers_and_new_room_ids_are_valid(server: Server) -> None:
+    """A 5,000-digit limit is valid JSON (read as 10**100, then clamped); a room ID of a
+    newer room version has no server part (43 characters of base64)."""
+    v3 = V3(server.user())
+    body = b'{"to_device": {"limit": ' + b"9" * 5000 + b"}}"
+    assert v3.ok(body)["to_device"] == {"limit": 1000, "events": []}
+    domainless = "!" + "A" * 43
+    assert v3.ok({"typing": {"room_id": domainless}})["typing"] == {}
 
 
 def _raw_request(server: Server, headers: list[tuple[str, bytes]], body: bytes = b"{}") -> Response:
