@@ -133,9 +133,10 @@ _HUGE_INT = 10**MAX_INT_DIGITS
 
 
 def _parse_int(text: str) -> int:
-    if len(text) <= MAX_INT_DIGITS:
+    negative = text.startswith("-")
+    if len(text) - negative <= MAX_INT_DIGITS:
         return int(text)
-    return -_HUGE_INT if text.startswith("-") else _HUGE_INT
+    return -_HUGE_INT if negative else _HUGE_INT
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_int=_parse_int)
