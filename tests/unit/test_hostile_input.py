@@ -21,20 +21,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import synapse_syncv3.streams as registry
 from synapse_syncv3.core.fields import MAX_CURSOR_LENGTH, MAX_STORED_STRING_BYTES
 from synapse_syncv3.core.members import Cursor
 from synapse_syncv3.core.params import canonical_json
 from synapse_syncv3.core.request import PRESENCE_STATES, parse_body, parse_query, query_args
 from synapse_syncv3.core.tokens import MalformedTokenError, SinceToken
 from synapse_syncv3.errors import SyncV3Error
-from synapse_syncv3.streams import token_codec
+from synapse_syncv3.streams import build_streams, token_codec
 
-# The streams by name (the registry builds a stream set per module instance; older
-# trees had a module-level BY_NAME).
-STREAMS: Any = (
-    registry.build_streams().by_name if hasattr(registry, "build_streams") else registry.BY_NAME
-)
+#: The stream parsers by name (the registry builds a stream set per module instance).
+STREAMS = build_streams().by_name
 CODEC = token_codec()
 MAX_TIMEOUT = 30_000
 ERRCODES = {"M_BAD_JSON", "M_NOT_JSON", "M_INVALID_PARAM"}

@@ -4,18 +4,14 @@ import json
 
 import pytest
 
-import synapse_syncv3.streams as registry
 from synapse_syncv3.core.request import parse_body, parse_query, query_args
 from synapse_syncv3.core.tokens import SinceToken
 from synapse_syncv3.errors import SyncV3Error
-from synapse_syncv3.streams import token_codec
+from synapse_syncv3.streams import build_streams, token_codec
 from synapse_syncv3.streams.base import ParsedStreamParams
 
-# The stream parsers by name (the registry builds a stream set per module instance;
-# older trees had a module-level BY_NAME).
-BY_NAME = (
-    registry.build_streams().by_name if hasattr(registry, "build_streams") else registry.BY_NAME
-)
+#: The stream parsers by name (the registry builds a stream set per module instance).
+BY_NAME = build_streams().by_name
 CODEC = token_codec()
 TOKEN = CODEC.encode(SinceToken("abcdefghijklmnop", 2, {"typing": "3"}))
 R = "!room:example.org"
