@@ -1,0 +1,68 @@
+"""The root of :class:`~synapse_syncv3.compat.SynapseCompat`: the collaborators every
+area reaches through Synapse's ``HomeServer`` locator, the current token, the clock,
+linearizers, and Synapse's Twisted helpers for deferreds and logging contexts.
+
+Synapse area: ``HomeServer`` (``api._hs``), ``EventSources.get_current_token``,
+``synapse.util.async_helpers`` (``Linearizer``, ``ObservableDeferred``),
+``synapse.logging.context``, ``synapse.types.UserID``.
+
+Versions: the ``hs.get_*`` accessors used here, ``Linearizer(name, clock)``,
+``ObservableDeferred``, ``make_deferred_yieldable`` and ``run_in_background`` are
+unchanged over the supported range (1.152.0 to the newest release).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from synapse.logging.context import make_deferred_yieldable, run_in_background
+from synapse.types import StreamToken, UserID
+from synapse.util.async_helpers import Linearizer, ObservableDeferred
+
+if TYPE_CHECKING:
+    from synapse.module_api import ModuleApi
+
+__all__ = [
+    "JsonDict",
+    "ObservableDeferred",
+    "SynapseBase",
+    "T",
+    "make_deferred_yieldable",
+    "run_in_background",
+    "user_id_of",
+]
+
+JsonDict = dict[str, Any]
+
+T = TypeVar("T")
+
+
+class SynapseBase:
+    """What every area needs: the homeserver, its main store, event sources, clock.
+
+    Area mixins that need more collaborators add them in their own ``__init__``
+    (cooperatively, through ``super().__init__(api)``).
+    """
+
+    def __init__(self, api: ModuleApi) -> None:
+        hs = api._hs  # this package is the one place where internals are reached
+        self._hs = hs
+        # Typed as Any: mypy cannot see through Synapse's cache descriptors.
+        self._store: Any = hs.get_datastores().main
+        self._event_sources = hs.get_event_sources()
+        self._clock = hs.get_clock()
+
+    @property
+    def clock(self) -> Any:
+        return self._clock
+
+    def make_linearizer(self, name: str) -> Linearizer:
+        return Linearizer(name=name, clock=self._clock)
+
+    def current_token(self) -> StreamToken:
+        return self._event_sources.get_current_token()
+
+
+def user_id_of(user_id: str) -> UserID:
+    """Synapse's ``UserID`` of a user id string."""
+    return UserID.from_string(user_id)

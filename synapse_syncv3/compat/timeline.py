@@ -1,0 +1,86 @@
+"""Events in client format: Synapse's visibility filter and its event serializer.
+
+Synapse area: ``synapse.visibility`` (``filter_and_transform_events_for_client``) and
+``synapse.events.utils`` (``FilteredEvent``, ``EventClientSerializer``, the serializer
+config).
+
+Versions (the branch each line serves):
+
+* From 1.152 the visibility filter returns ``FilteredEvent``s and the serializer
+  passes anything else through unserialized, so state events are wrapped with
+  ``FilteredEvent.state`` (whole supported range).
+* 1.157 and later: ``EventClientSerializer.create_config(requester=...,
+  event_format=EventFormat.ClientV2WithoutRoomId)`` builds the config.
+* 1.152 to 1.156: no ``create_config``; a ``SerializeEventConfig`` is built directly
+  with the format function ``format_event_for_client_v2_without_room_id``.
+
+The branch is chosen once, at import, on whether ``EventClientSerializer`` has
+``create_config``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from synapse.events.utils import EventClientSerializer, FilteredEvent
+from synapse.visibility import filter_and_transform_events_for_client
+
+from synapse_syncv3.compat.base import JsonDict, SynapseBase
+
+if hasattr(EventClientSerializer, "create_config"):
+    # 1.157 and later.
+    from synapse.events.utils import EventFormat  # type: ignore[attr-defined]
+
+    async def _client_v2_config(serializer: Any, requester: Any) -> Any:
+        """The serializer config of v2 sync's timeline events."""
+        return await serializer.create_config(
+            requester=requester, event_format=EventFormat.ClientV2WithoutRoomId
+        )
+
+else:
+    # 1.152 to 1.156.
+    from synapse.events.utils import (
+        SerializeEventConfig,
+        format_event_for_client_v2_without_room_id,  # type: ignore[attr-defined]
+    )
+
+    async def _client_v2_config(serializer: Any, requester: Any) -> Any:
+        """The serializer config of v2 sync's timeline events."""
+        return SerializeEventConfig(  # type: ignore[call-arg]
+            event_format=format_event_for_client_v2_without_room_id,  # type: ignore[arg-type]
+            requester=requester,
+        )
+
+
+__all__ = ["TimelineMixin"]
+
+
+class TimelineMixin(SynapseBase):
+    """Visible events and state events, serialized as v2 sync serializes them."""
+
+    async def serialized_state_events(self, requester: Any, event_ids: list[str]) -> list[JsonDict]:
+        """State events in client format (SPEC §1.5), in the order of ``event_ids``,
+        without a visibility filter: the caller decided the user may see them."""
+        events = await self._store.get_events(event_ids, get_prev_content=False)
+        present = [FilteredEvent.state(events[e]) for e in event_ids if e in events]
+        return await self._serialize(requester, present)
+
+    async def visible_serialized_events(
+        self, requester: Any, event_ids: list[str], is_peeking: bool
+    ) -> list[JsonDict]:
+        """Events in client format, after Synapse's own visibility filter (history
+        visibility, erasure, soft failure), in the order of ``event_ids``."""
+        user_id = requester.user.to_string()
+        events = await self._store.get_events_as_list(event_ids, get_prev_content=True)
+        filtered = await filter_and_transform_events_for_client(
+            self._hs.get_storage_controllers(), user_id, events, is_peeking=is_peeking
+        )
+        return await self._serialize(requester, filtered)
+
+    async def _serialize(self, requester: Any, filtered: list[Any]) -> list[JsonDict]:
+        """Serialize ``FilteredEvent``s the way v2 sync serializes timeline events."""
+        serializer = self._hs.get_event_client_serializer()
+        config = await _client_v2_config(serializer, requester)
+        return list(
+            await serializer.serialize_events(filtered, self._clock.time_msec(), config=config)
+        )
