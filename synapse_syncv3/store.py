@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import attrs
 
 from synapse_syncv3.core.acks import advance_confirmation
-from synapse_syncv3.core.state import ClearedRooms, SessionState, encode_values
+from synapse_syncv3.core.state import SessionState, encode_values
 from synapse_syncv3.errors import StorageTooNewError
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ SCHEMA_STEPS: Sequence[Sequence[str]] = (
     ),
     (
         # Per-session stream state (core/state.py): the typed values of each state
-        # version, and the rooms sent per stream with the first version that sent them.
+        # version, and the rooms sent per stream with the versions that sent them (a
+        # row per version: versions form a tree, and each lineage reads its own rows).
         # syncv3_sessions.delivery_counter is the latest state version allocated.
         """
         CREATE TABLE IF NOT EXISTS syncv3_stream_state (
@@ -78,7 +79,7 @@ SCHEMA_STEPS: Sequence[Sequence[str]] = (
             stream TEXT NOT NULL,
             room_id TEXT NOT NULL,
             version BIGINT NOT NULL,
-            PRIMARY KEY (session_id, stream, room_id)
+            PRIMARY KEY (session_id, stream, room_id, version)
         )
         """,
     ),
@@ -385,7 +386,8 @@ class SessionStore:
 
         def txn_func(txn: Any) -> set[str]:
             sql = (
-                "SELECT room_id FROM syncv3_sent_rooms WHERE session_id = ? AND stream = ?"
+                "SELECT DISTINCT room_id FROM syncv3_sent_rooms"
+                " WHERE session_id = ? AND stream = ?"
                 " AND version > ? AND version <= ?"
             )
             args: list[Any] = [session_id, stream, after_version, up_to_version]
@@ -423,19 +425,11 @@ class SessionStore:
                 "INSERT INTO syncv3_stream_state (session_id, version, state) VALUES (?, ?, ?)",
                 (session_id, version, encode_values(changes.values)),
             )
-            cleared = changes.values.get(ClearedRooms.KEY)
             for stream, rooms in sorted(changes.rooms.items()):
-                # A room keeps the first version that sent it, unless its set was
-                # cleared since (in this lineage): then it starts again here.
-                cleared_after = (
-                    cleared.after.get(stream, 0) if isinstance(cleared, ClearedRooms) else 0
-                )
                 txn.execute_batch(
                     "INSERT INTO syncv3_sent_rooms (session_id, stream, room_id, version)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (session_id, stream, room_id)"
-                    " DO UPDATE SET version = EXCLUDED.version"
-                    " WHERE syncv3_sent_rooms.version <= ?",
-                    [(session_id, stream, room, version, cleared_after) for room in sorted(rooms)],
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(session_id, stream, room, version) for room in sorted(rooms)],
                 )
             txn.execute(
                 "DELETE FROM syncv3_stream_state WHERE session_id = ? AND version <= ?",

@@ -21,6 +21,8 @@ File                Synapse area
 ``membership.py``   joined rooms, a user's membership and view of a member list
 ``state.py``        room state at a position (member list, power levels)
 ``timeline.py``     visibility filter and event serializer (1.152–1.156 / 1.157+)
+``rooms.py``        room_data: memberships and their changes, timelines, state at
+                    positions, stripped invite/knock state, prev_batch tokens
 ``ephemeral.py``    typing, receipts, presence
 ``account_data.py`` account data, tags, push rules
 ``devices.py``      device existence, to-device inbox, device lists, e2ee key counts
@@ -53,6 +55,7 @@ from synapse_syncv3.compat.http_glue import (
 from synapse_syncv3.compat.membership import MembershipMixin, MembershipView
 from synapse_syncv3.compat.notifier import NotifierMixin
 from synapse_syncv3.compat.positions import PositionsMixin
+from synapse_syncv3.compat.rooms import RoomsMixin
 from synapse_syncv3.compat.state import StateMixin
 from synapse_syncv3.compat.synapse_sql import DEVICE_EXISTS_SQL
 from synapse_syncv3.compat.timeline import TimelineMixin
@@ -80,6 +83,7 @@ class SynapseCompat(
     PositionsMixin,
     MembershipMixin,
     StateMixin,
+    RoomsMixin,
     TimelineMixin,
     EphemeralMixin,
     AccountDataMixin,

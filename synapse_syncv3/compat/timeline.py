@@ -77,10 +77,18 @@ class TimelineMixin(SynapseBase):
         )
         return await self._serialize(requester, filtered)
 
-    async def _serialize(self, requester: Any, filtered: list[Any]) -> list[JsonDict]:
-        """Serialize ``FilteredEvent``s the way v2 sync serializes timeline events."""
+    async def _serialize(
+        self, requester: Any, filtered: list[Any], bundle_aggregations: Any = None
+    ) -> list[JsonDict]:
+        """Serialize ``FilteredEvent``s the way v2 sync serializes timeline events
+        (with the bundled aggregations of the relations handler, if given)."""
         serializer = self._hs.get_event_client_serializer()
         config = await _client_v2_config(serializer, requester)
         return list(
-            await serializer.serialize_events(filtered, self._clock.time_msec(), config=config)
+            await serializer.serialize_events(
+                filtered,
+                self._clock.time_msec(),
+                config=config,
+                bundle_aggregations=bundle_aggregations,
+            )
         )

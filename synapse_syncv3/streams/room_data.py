@@ -1,22 +1,44 @@
-"""The ``room_data`` stream (SPEC §7.5, §9): request syntax and negotiation.
+"""The ``room_data`` stream (SPEC §7.5, §9): timelines and state of chosen rooms.
 
-Timelines and state are not served yet (see docs/api.md).
+The position is the room event stream position (like ``room_members``). Which rooms
+the client has received a first delivery of is per-session stream state (the
+``room_data`` room set of :mod:`synapse_syncv3.core.state`), so that a first delivery
+counts only once the client presents a later ``since`` (SPEC §7.5.2).
+
+Per room (SPEC §9): what to say comes from :func:`synapse_syncv3.core.rooms.plan_room`
+(membership now and its transitions in the interval); the timeline is the last
+``timeline_limit`` visible events up to now or up to the user's leave; ``state`` is
+built by :func:`synapse_syncv3.core.rooms.state_section` from the state before the
+first timeline event, the state at the end of the interval and the state the client
+has, all read from Synapse's state storage.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from synapse_syncv3.config import MaxLimits
 from synapse_syncv3.core import fields
-from synapse_syncv3.errors import bad_json, invalid_param
-from synapse_syncv3.streams.base import JsonDict, NotYetServedMixin, ParsedStreamParams
+from synapse_syncv3.core.rooms import ALL_STATE, RoomPlan, plan_room, state_section
+from synapse_syncv3.errors import FORBIDDEN, bad_json, invalid_param
+from synapse_syncv3.streams.base import (
+    INT_POSITION_RE,
+    JsonDict,
+    LoadedPosition,
+    ParsedStreamParams,
+    StreamContext,
+    StreamDefaults,
+    StreamRequest,
+    StreamResult,
+)
 
 DEFAULT_TIMELINE_LIMIT = 20
 ROOM_LIST_SET = "room_list"
 
+FORBIDDEN_ERROR = {"errcode": FORBIDDEN, "error": "You have no membership in this room"}
 
-class RoomDataStream(NotYetServedMixin):
+
+class RoomDataStream(StreamDefaults):
     name: ClassVar[str] = "room_data"
     code: ClassVar[str] = "r"
 
@@ -69,3 +91,139 @@ class RoomDataStream(NotYetServedMixin):
                 params.get("timeline_limit"), DEFAULT_TIMELINE_LIMIT, limits.room_data_timeline
             )
         }
+
+    def valid_position(self, raw: str) -> bool:
+        return bool(INT_POSITION_RE.fullmatch(raw))
+
+    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        bounded = await ctx.synapse.bound_room_position(int(raw))
+        return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
+
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return ctx.synapse.room_key(before) != ctx.synapse.room_key(after)
+
+    async def _room_set(self, ctx: StreamContext, params: JsonDict) -> list[str]:
+        room_ids = params["room_ids"]
+        if room_ids == ROOM_LIST_SET:
+            # Every room room_list has sent to this session (SPEC §7.5.1), this
+            # response included (room_list is computed first).
+            return sorted(await ctx.state.sent_rooms(ROOM_LIST_SET))
+        return list(room_ids)
+
+    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
+        synapse = ctx.synapse
+        params, position = request.params, request.position
+        now = synapse.room_key(ctx.now)
+        full_state = bool(request.per_request.get("full_state"))
+        rooms = await self._room_set(ctx, params)
+        if position is None:
+            ctx.state.clear_rooms(self.name)  # the stream starts again: every room is new
+        known = await ctx.state.known_rooms(self.name, rooms)
+        owed = {r for r in rooms if r not in known or r in request.fresh_rooms}
+        changes = {}
+        changed: set[str] = set()
+        if position is not None and position < now:
+            # Both in-memory checks first: with nothing new no query is made.
+            changed = synapse.rooms_changed_since(rooms, position)
+            changes = await synapse.membership_changes(ctx.user_id, position, now)
+        candidates = [r for r in rooms if r in owed or r in changes or r in changed or full_state]
+        if not candidates:
+            return StreamResult(payload={"rooms": {}}, position=str(max(position or 0, now)))
+
+        memberships = await synapse.user_memberships(ctx.user_id)
+        ignored = await synapse.ignored_users(ctx.user_id)
+        entries: dict[str, JsonDict] = {}
+        delivered: list[str] = []
+        for room_id in candidates:
+            current = memberships.get(room_id)
+            plan = plan_room(
+                membership=current.membership if current else None,
+                membership_position=current.position if current else None,
+                changes=changes.get(room_id, ()),
+                position=position,
+                now=now,
+                first=room_id in owed,
+                full_state=full_state,
+                room_changed=room_id in changed,
+            )
+            if plan is None:
+                continue
+            if plan.kind in ("invite", "knock"):
+                assert current is not None
+                if plan.kind == "invite" and current.sender in ignored:
+                    continue  # invites from ignored users are never reported (SPEC §9.1)
+                stripped = await synapse.stripped_state(current.event_id, plan.kind)
+                entries[room_id] = {
+                    "membership": plan.kind,
+                    f"{plan.kind}_state": {"events": stripped},
+                }
+            elif plan.kind == "forbidden":
+                entries[room_id] = dict(FORBIDDEN_ERROR)
+            else:
+                entry = await self._timeline_entry(ctx, params, room_id, plan, full_state)
+                if entry is None:
+                    continue
+                entries[room_id] = entry
+            if plan.first:
+                delivered.append(room_id)
+        ctx.state.record_rooms(self.name, delivered)
+        # Error entries are not data (SPEC §7.5), but rooms this request added are: a
+        # change of room_ids resets them (SPEC §5.4, §6.1), whatever their entry.
+        has_data = any(
+            "errcode" not in entry or room_id in request.fresh_rooms
+            for room_id, entry in entries.items()
+        )
+        return StreamResult(
+            payload={"rooms": entries},
+            has_data=has_data,
+            position=str(max(position or 0, now)),
+        )
+
+    async def _timeline_entry(
+        self,
+        ctx: StreamContext,
+        params: JsonDict,
+        room_id: str,
+        plan: RoomPlan,
+        full_state: bool,
+    ) -> JsonDict | None:
+        """The entry of a joined, left or banned room (SPEC §9.2–9.8)."""
+        synapse = ctx.synapse
+        limit = self.negotiate(params, ctx.config.max_limits)["timeline_limit"]
+        timeline = await synapse.room_timeline(
+            ctx.requester, room_id, upper=plan.upper, lower=plan.lower, limit=limit
+        )
+        start = await synapse.state_ids_at(room_id, timeline.start)
+        end = await synapse.state_ids_at(room_id, plan.upper)
+        previous: dict[Any, str] = {}
+        if not plan.first and not full_state and plan.lower is not None:
+            previous = dict(await synapse.state_ids_at(room_id, plan.lower))
+        lazy = None
+        if params.get("lazy_load_members"):
+            lazy = {*timeline.senders, ctx.user_id}
+        state = state_section(
+            start=start,
+            end=end,
+            previous=previous,
+            timeline_ids=timeline.event_ids,
+            patterns=params.get("state_events") or ALL_STATE,
+            lazy_members=lazy,
+        )
+        if not plan.first and not full_state and not timeline.event_ids and not state:
+            return None
+        return {
+            "membership": plan.kind,
+            "timeline": {
+                "events": await synapse.serialized_timeline(
+                    ctx.requester, timeline, bundle=timeline.limited or plan.first
+                ),
+                "limited": timeline.limited,
+                "prev_batch": await synapse.room_token_string(ctx.now, timeline.start),
+            },
+            "state": {"events": await synapse.serialized_state(ctx.requester, _ordered(state))},
+        }
+
+
+def _ordered(state: dict[Any, str]) -> list[str]:
+    """Event ids of a state section in a stable order (by type, then state key)."""
+    return [state[key] for key in sorted(state)]
