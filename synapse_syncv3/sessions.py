@@ -9,7 +9,9 @@ pure :func:`synapse_syncv3.core.acks.deletable_up_to`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, MutableMapping
+from typing import Any
 
 import attrs
 
@@ -24,6 +26,9 @@ from synapse_syncv3.errors import unknown_session
 from synapse_syncv3.store import LoadedSession, SessionStore, ToDeviceMark
 
 logger = logging.getLogger(__name__)
+
+#: Entries of the known-rooms cache of one module instance.
+KNOWN_ROOMS_CACHE_SIZE = 10_000
 
 TO_DEVICE = "to_device"
 
@@ -53,6 +58,9 @@ class SessionManager:
         # minimum, delete", so that a session being created is never missed by a
         # concurrent deletion in this process.
         self._device_lock = synapse.make_linearizer("syncv3_device")
+        #: known_rooms answers by (session, state version, stream, rooms): a version's
+        #: rows never change, so a long-polling session asks the database once.
+        self._known_rooms: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
 
     @property
     def _ttl(self) -> int:
@@ -85,7 +93,12 @@ class SessionManager:
         ) -> set[str]:
             return await self._store.read_sent_rooms(session_id, stream, up_to, after, room_ids)
 
-        return SessionState(since.state, decode_values(loaded.state_json), read_rooms)
+        return SessionState(
+            since.state,
+            decode_values(loaded.state_json),
+            read_rooms,
+            _ScopedCache(self._known_rooms, (session_id, since.state)),
+        )
 
     async def start(self, user_id: str, device_id: str, params: Params) -> SessionRef:
         """Insert a new session (SPEC §4.1) before its first response is computed, so
@@ -250,3 +263,35 @@ class SessionManager:
         deleted = await self._synapse.delete_to_device_messages(user_id, device_id, up_to)
         if deleted:
             metrics.TO_DEVICE_DELETED.inc(deleted)
+
+
+class _ScopedCache(MutableMapping[tuple[str, frozenset[str]], frozenset[str]]):
+    """One session's state version's view of the known-rooms cache (least recently
+    used entries out beyond :data:`KNOWN_ROOMS_CACHE_SIZE`)."""
+
+    def __init__(self, cache: OrderedDict[tuple[Any, ...], frozenset[str]], scope: tuple[Any, ...]):
+        self._cache = cache
+        self._scope = scope
+
+    def _key(self, key: tuple[str, frozenset[str]]) -> tuple[Any, ...]:
+        return self._scope + key
+
+    def __getitem__(self, key: tuple[str, frozenset[str]]) -> frozenset[str]:
+        value = self._cache[self._key(key)]
+        self._cache.move_to_end(self._key(key))
+        return value
+
+    def __setitem__(self, key: tuple[str, frozenset[str]], value: frozenset[str]) -> None:
+        self._cache[self._key(key)] = value
+        while len(self._cache) > KNOWN_ROOMS_CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def __delitem__(self, key: tuple[str, frozenset[str]]) -> None:
+        del self._cache[self._key(key)]
+
+    def __iter__(self) -> Iterator[tuple[str, frozenset[str]]]:
+        size = len(self._scope)
+        return (k[size:] for k in list(self._cache) if k[:size] == self._scope)  # type: ignore[misc]
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -34,7 +34,7 @@ needed, which only means serving it, never missing it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
@@ -189,6 +189,12 @@ async def _no_rooms(
     return set()
 
 
+#: A cache of :meth:`SessionState.known_rooms` answers for one state version of one
+#: session: (stream, room ids) -> the known ones. Only ``get`` and item assignment are
+#: used, so a scoped view of a process-wide cache fits.
+KnownRoomsCache = MutableMapping[tuple[str, frozenset[str]], frozenset[str]]
+
+
 class SessionState:
     """The stream state of a session as of one since token, plus this response's
     changes (not written until :meth:`changes` is persisted)."""
@@ -198,6 +204,7 @@ class SessionState:
         version: int = 0,
         values: Mapping[str, StateValue] | None = None,
         read_rooms: RoomReader = _no_rooms,
+        known_cache: KnownRoomsCache | None = None,
     ) -> None:
         #: The state version of ``since`` (0: none).
         self.version = version
@@ -206,9 +213,10 @@ class SessionState:
         self._read_rooms = read_rooms
         self._sent: dict[str, set[str]] = {}
         self._cleared: set[str] = set()
-        #: known_rooms answers, shared by the forks of this state (the rows of a
-        #: version never change, so every computation of one request can reuse them).
-        self._known: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+        #: known_rooms answers of this version: what a version has received never
+        #: changes, so the computations of one request, and later requests naming the
+        #: same version, reuse them.
+        self._known: KnownRoomsCache = known_cache if known_cache is not None else {}
 
     def fork(self) -> SessionState:
         """The same state as of ``since``, without this response's changes (each
