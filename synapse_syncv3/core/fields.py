@@ -28,15 +28,10 @@ MAX_STORED_STRING_BYTES = 255
 #: module's own are well below this.
 MAX_CURSOR_LENGTH = 256
 
-# Room IDs as Synapse's RoomID.is_valid accepts them (synapse/types/__init__.py, the
-# check of its sync filters' room lists): "!" then either "localpart:server_name"
-# (Synapse's parse_and_validate_server_name: a DNS-like host or an IPv6 literal in
-# brackets, and an optional port), or, without a colon, 43 characters of unpadded
-# URL-safe base64 (MSC4291 room IDs of newer room versions). The localpart is free
-# text to Synapse; here it must also be free of control characters.
-_HOST = r"(?:[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*|\[[0-9A-Fa-f:.]+\])"
-_ROOM_ID_WITH_DOMAIN_RE = re.compile(rf"![^:]*:{_HOST}(?::[0-9]{{1,5}})?")
-_ROOM_ID_DOMAINLESS_RE = re.compile(r"![A-Za-z0-9_-]{43}")
+# Room IDs: SPEC §3.4 makes only two demands (a leading "!" and at most 255 bytes, the
+# cap Synapse applies to room IDs), and a client may well name a room this server has
+# never seen. Beyond them, only what could not be stored or sent to the database is
+# refused: lone surrogates, NUL and the other control characters.
 # C0 controls (NUL included), DEL and C1 controls.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -83,14 +78,12 @@ def storable_problem(value: object) -> str | None:
 
 
 def is_room_id(value: str) -> bool:
-    """Whether ``value`` is a room ID this module accepts (see above), at most 255
-    bytes of valid UTF-8 without control characters."""
+    """Whether ``value`` is a room ID this module accepts: a leading ``!``, at most 255
+    bytes of valid UTF-8, no control characters (see above)."""
     length = utf8_length(value)
     if length is None or length > MAX_ROOM_ID_BYTES or _CONTROL_RE.search(value):
         return False
-    if ":" in value:
-        return _ROOM_ID_WITH_DOMAIN_RE.fullmatch(value) is not None
-    return _ROOM_ID_DOMAINLESS_RE.fullmatch(value) is not None
+    return value.startswith("!")
 
 
 def is_int(value: object) -> bool:
@@ -135,8 +128,8 @@ def check_room_id(value: object, where: str) -> str:
         raise bad_json(f"{where}: must be a string")
     if not is_room_id(value):
         raise invalid_param(
-            f"{where}: not a valid room ID ('!localpart:server' or '!' and 43 base64 "
-            f"characters, at most {MAX_ROOM_ID_BYTES} bytes)"
+            f"{where}: not a valid room ID (it must start with '!' and be at most "
+            f"{MAX_ROOM_ID_BYTES} bytes of text without control characters)"
         )
     return value
 
