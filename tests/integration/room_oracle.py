@@ -259,6 +259,19 @@ def history(user: MatrixUser, room_id: str, *, pages: int = 100) -> list[Event]:
     return events
 
 
+VISIBILITIES = ("world_readable", "shared", "invited", "joined")
+MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
+
+
+def _visibility(event: Event | None) -> str:
+    value = event["content"].get("history_visibility") if event else None
+    return value if value in VISIBILITIES else "shared"
+
+
+def _priority(membership: str | None) -> int:
+    return MEMBERSHIPS.index(membership if membership in MEMBERSHIPS else "leave")
+
+
 @dataclass
 class Snapshot:
     """A room at a checkpoint, as its observer sees it."""
@@ -279,13 +292,54 @@ class RoomFacts:
     #: Ids of the events the syncing user may see through /messages, oldest first;
     #: None when /messages refuses the user.
     visible_or_none: list[str] | None
+    #: The user's ignored users (read only when /messages refuses the user).
+    ignored: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.position = {event["event_id"]: i for i, event in enumerate(self.events)}
 
     @property
     def visible(self) -> list[str]:
-        return self.visible_or_none or []
+        """The events the user may see: /messages' answer, or for a user /messages
+        refuses (banned), Synapse's visibility rules applied to the history."""
+        if self.visible_or_none is not None:
+            return self.visible_or_none
+        return self.visible_by_rules()
+
+    def visible_by_rules(self) -> list[str]:
+        """synapse/visibility.py (not peeking, as sync and /messages call it) over the
+        history: the user's membership and the history visibility in the state after
+        each event; the user's own membership events by their most joined side; a
+        history_visibility event by the laxer of its old and new value; non-state
+        events of ignored users left out."""
+        state: dict[StateKey, Event] = {}
+        out = []
+        for event in self.events:
+            key = (event["type"], event["state_key"]) if "state_key" in event else None
+            before = state.get(key) if key else None
+            if key:
+                state[key] = event
+            if key is None and event.get("sender") in self.ignored:
+                continue
+            visibility = _visibility(state.get(("m.room.history_visibility", "")))
+            if event["type"] == "m.room.history_visibility":
+                visibility = min(visibility, _visibility(before), key=VISIBILITIES.index)
+            mine = state.get((MEMBER, self.me))
+            membership = mine["content"].get("membership") if mine else None
+            if key == (MEMBER, self.me):
+                was = before["content"].get("membership", "leave") if before else "leave"
+                if membership == "leave" and was in ("join", "invite"):
+                    out.append(event["event_id"])
+                    continue
+                if _priority(was) < _priority(membership):
+                    membership = was
+            if (
+                membership == "join"
+                or visibility in ("world_readable", "shared")
+                or (visibility == "invited" and membership == "invite")
+            ):
+                out.append(event["event_id"])
+        return out
 
     def after(self, event_id: str | None) -> list[Event]:
         """The events after ``event_id`` (all of them for None)."""
@@ -344,7 +398,13 @@ def facts(observer: MatrixUser, me: MatrixUser, room_id: str) -> RoomFacts:
         # Not allowed to read the room: never joined, invited only, or banned (Synapse
         # lets departed users paginate up to their leave, but not banned ones).
         visible = None
-    return RoomFacts(room_id, me.user_id, everything, visible)
+    ignored: frozenset[str] = frozenset()
+    if visible is None:
+        path = f"/_matrix/client/v3/user/{quote(me.user_id)}/account_data/m.ignored_user_list"
+        response = me.client.get(path)
+        if response.status == 200:
+            ignored = frozenset(response.json().get("ignored_users", {}))
+    return RoomFacts(room_id, me.user_id, everything, visible, ignored)
 
 
 def newly_joined(since: Snapshot, later: Sequence[str], me: str) -> bool:
@@ -433,14 +493,23 @@ def _redacted_because(event: Event) -> str | None:
     return because.get("event_id") if isinstance(because, dict) else None
 
 
-def _compare_events(ours: Entry, v2: Entry) -> list[str]:
-    """Content, prev_content and redaction of the events both answers carry."""
+def _compare_events(ours: Entry, v2: Entry, facts: RoomFacts) -> list[str]:
+    """Content, prev_content and redaction of the events both answers carry.
+
+    v2 loads its ``state`` events without ``unsigned.prev_content`` (only its timeline
+    events have it); SPEC §1.5 wants every room event serialized as a v2 *timeline*
+    event, so the prev_content of our state events is compared with the observer's
+    ``/messages`` view of the same event instead.
+    """
     diffs = []
-    theirs = v2.events_by_id()
+    theirs = {**{e["event_id"]: e for e in v2.state}, **{e["event_id"]: e for e in v2.timeline}}
+    timeline = set(v2.timeline_ids)
+    observed = {event["event_id"]: event for event in facts.events}
     for event_id, event in ours.events_by_id().items():
         other = theirs.get(event_id)
         if other is None:
             continue
+        reference = other if event_id in timeline else observed.get(event_id, other)
         if event.get("content") != other.get("content"):
             diffs.append(
                 f"content of {_short(event_id)}: ours {event.get('content')}, v2 "
@@ -452,9 +521,13 @@ def _compare_events(ours: Entry, v2: Entry) -> list[str]:
                 f"{_redacted_because(event)}, v2 {_redacted_because(other)}"
             )
         ours_prev = event.get("unsigned", {}).get("prev_content")
-        v2_prev = other.get("unsigned", {}).get("prev_content")
+        v2_prev = reference.get("unsigned", {}).get("prev_content")
         if ours_prev != v2_prev:
-            diffs.append(f"prev_content of {_short(event_id)}: ours {ours_prev}, v2 {v2_prev}")
+            diffs.append(
+                f"prev_content of {_short(event_id)}: ours {ours_prev}, "
+                + ("v2" if reference is other else "/messages")
+                + f" {v2_prev}"
+            )
         if ("room_id" in event) != ("room_id" in other):
             # SPEC §1.5: serialized as v2 serializes (which leaves room_id out, except
             # on the m.room.create event of a room version 12 room in newer Synapse).
@@ -480,60 +553,115 @@ def expected_limited(v2: Entry, ctx: Context) -> bool:
     return limited
 
 
-def expected_state(v2: Entry, ctx: Context) -> set[str]:
-    """v2's state event ids, with the previous value of a leading state event added."""
+def expected_state(v2: Entry, ctx: Context) -> tuple[set[str], list[set[str | None]]]:
+    """v2's state event ids, turned into the state SPEC §9.2 wants: the state before
+    the first timeline event (the part new to the client on an incremental answer).
+
+    Returns the ids that must be there, and groups of which exactly one must be there
+    (None: or none of them) for keys whose value v2 itself does not fix (see below).
+    """
     params = ctx.params
-    state = {e["event_id"] for e in v2.state if params.wants_state(e["type"], e["state_key"])}
-    if params.lazy_load_members:
+    allowed = _allowed_members(v2, ctx)
+
+    def wanted(key: StateKey) -> bool:
+        if not params.wants_state(*key):
+            return False
         # SPEC §9.9: member state only of timeline senders and the user. v2 also sends
         # the members of its room summary's heroes (compute_summary, for rooms without
         # a name), and every member change of a gappy incremental sync (where it turns
         # lazy-loading off); room_data has neither.
-        allowed = _allowed_members(v2, ctx)
-        state = {
-            e["event_id"]
-            for e in v2.state
-            if e["event_id"] in state and (e["type"] != MEMBER or e["state_key"] in allowed)
-        }
-    if not v2.timeline or "state_key" not in v2.timeline[0]:
-        return state
+        return not (params.lazy_load_members and key[0] == MEMBER and key[1] not in allowed)
+
+    def new_to_client(key: StateKey, value: str) -> bool:
+        if ctx.since is None or ctx.full_state:
+            return True
+        later = ctx.facts.my_memberships_after(ctx.since.last_event)
+        return newly_joined(ctx.since, later, ctx.me) or ctx.since.state.get(key) != value
+
+    state = {e["event_id"] for e in v2.state if wanted((e["type"], e["state_key"]))}
+    either: list[set[str | None]] = []
+    if not v2.timeline:
+        return state, either
     first = v2.timeline[0]
+    facts = ctx.facts
+    start = facts.state_before(first["event_id"])
+    if v2.membership == "join":
+        end = facts.state_before(None)  # the end of the interval is now
+    else:  # the user's leave, the last timeline event
+        end = facts.state_before(v2.timeline[-1]["event_id"])
+        last = v2.timeline[-1]
+        if "state_key" in last:
+            end[(last["type"], last["state_key"])] = last["event_id"]
+    window = facts.position.get(first["event_id"], len(facts.events))
+    for key, value in end.items():
+        if value in v2.timeline_ids or facts.position.get(value, -1) <= window:
+            continue
+        if not wanted(key) or start.get(key) == value:
+            continue
+        # A state change inside the window that the timeline does not show (hidden by
+        # history visibility). v2 computes (state at the end | state after the first
+        # event) - what the client had - the timeline's last event per key, and builds
+        # a dict from that set: when the key's value at the start differs too, v2
+        # sends either value, whichever the set iterates last. SPEC §9.2 says "the
+        # state before the first timeline event" (its note on v2 does not foresee this
+        # case); either is accepted, each if new to the client, and reported as such.
+        state.discard(value)
+        options: set[str | None] = {value if new_to_client(key, value) else None}
+        before = start.get(key)
+        if before is not None:
+            state.discard(before)
+            options.add(before if new_to_client(key, before) else None)
+        else:
+            options.add(None)
+        either.append(options)
+    if "state_key" not in first:
+        return state, either
+    # Also part of difference 1: v2's state (after E) holds E itself when a later
+    # timeline event changed K again (v2 only leaves out the *last* timeline event of
+    # each key); SPEC §9.2 never repeats a timeline event in state.
+    state.discard(first["event_id"])
     key = (first["type"], first["state_key"])
     previous = first.get("unsigned", {}).get("replaces_state")
-    if not previous or not params.wants_state(*key):
-        return state
-    if params.lazy_load_members and key[0] == MEMBER and key[1] not in _allowed_members(v2, ctx):
-        return state
     # SPEC difference 1 (§9.2): our state is the state *before* the first timeline
     # event, v2's the state after it (its own comment: "strictly speaking, this returns
     # the state after the first event in the timeline"). So ours also holds K's previous
     # value when it is new to the client: always on a first delivery, and on an
     # incremental answer when K changed between the previous position and the start of
     # the timeline.
-    if ctx.since is None:
+    if previous and wanted(key) and new_to_client(key, previous):
         state.add(previous)
-        return state
-    first_delivery = newly_joined(
-        ctx.since, ctx.facts.my_memberships_after(ctx.since.last_event), ctx.me
-    )
-    if first_delivery or ctx.full_state or ctx.since.state.get(key) != previous:
-        state.add(previous)
-    return state
+    return state, either
 
 
 def _allowed_members(entry: Entry, ctx: Context) -> set[str]:
     return {event["sender"] for event in entry.timeline} | {ctx.me}
 
 
+def _pick(ours: set[str], expected: set[str], either: list[set[str | None]]) -> set[str]:
+    """``expected`` plus, of each ``either`` group, the one ours holds (or, if ours
+    holds none and the group allows none, nothing; else the group's first id)."""
+    result = set(expected)
+    for options in either:
+        held = ours & {option for option in options if option is not None}
+        if len(held) == 1:
+            result |= held
+        elif not held and None in options:
+            continue
+        else:
+            result.add(sorted(o for o in options if o is not None)[0])
+    return result
+
+
 def _compare_state(ours: Entry, v2: Entry, ctx: Context) -> list[str]:
-    expected = expected_state(v2, ctx)
+    required, either = expected_state(v2, ctx)
     ours_ids = ours.state_ids
+    expected = _pick(ours_ids, required, either)
     if not ctx.params.lazy_load_members:
         if ours_ids == expected:
             return []
         return [
             "state differs: ours only "
-            + _names(ours_ids - expected, ours)
+            + _names(ours_ids - expected, ours, ctx)
             + "; v2 (with SPEC's differences) only "
             + _names(expected - ours_ids, v2, ctx)
         ]
@@ -558,8 +686,14 @@ def _compare_state(ours: Entry, v2: Entry, ctx: Context) -> list[str]:
             + "; v2 (with SPEC's differences) only "
             + _names(exp_other - ours_other, v2, ctx)
         )
-    exp_members = expected - exp_other
-    missing = exp_members - ours_ids
+    # Compared by user, not by event: v2 may hold a *later* member event than the one
+    # at the timeline start (its heroes come from the current state, for example a
+    # display name changed after a left room's leave). Our values are checked against
+    # the history below.
+    known = {**by_id, **v2.events_by_id()}
+    exp_users = {known[i]["state_key"]: i for i in expected - exp_other if i in known}
+    ours_users = {e["state_key"] for e in ours.state if e["type"] == MEMBER}
+    missing = {i for user, i in exp_users.items() if user not in ours_users}
     if missing:
         diffs.append("lazy-loaded members missing from ours: " + _names(missing, v2, ctx))
     first = ours.timeline_ids[0] if ours.timeline else None
@@ -596,7 +730,7 @@ def compare_room(ours: Entry | None, v2: Entry | None, ctx: Context) -> list[str
             # first delivery; v2 simply leaves it out.
             if ctx.since is not None:
                 return ["error entry on an incremental answer: " + json.dumps(ours.raw)]
-            if ctx.facts.visible or _has_membership(ctx):
+            if _has_membership(ctx):
                 return ["M_FORBIDDEN for a room the user has a membership in"]
             return []
         return ["ours reports the room, v2 does not"]
@@ -622,7 +756,7 @@ def compare_room(ours: Entry | None, v2: Entry | None, ctx: Context) -> list[str
     if ours.limited is not limited:
         diffs.append(f"limited: ours {ours.limited}, expected {limited} (v2 {v2.limited})")
     diffs += _compare_state(ours, v2, ctx)
-    diffs += _compare_events(ours, v2)
+    diffs += _compare_events(ours, v2, ctx.facts)
     return diffs
 
 

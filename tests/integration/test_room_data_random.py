@@ -12,7 +12,8 @@ deliberate differences applied to v2's answer):
 
 The seed list is fixed: seeds 1 to 30, or 1 to ``SYNCV3_HISTORIES`` for longer runs;
 ``SYNCV3_HISTORY_SEEDS=4,17`` runs chosen seeds. A failure prints the seed, the
-actions, the requests and both answers.
+actions, the requests and both answers (of the first few answers that differ; all of
+them go to ``$SYNCV3_HISTORY_REPORT.<database>`` when that is set).
 """
 
 from __future__ import annotations
@@ -94,10 +95,15 @@ def test_random_histories_against_v2(server: Server, capsys: pytest.CaptureFixtu
             f"{elapsed:.1f} s ({max(o.seconds for o in outcomes):.1f} s slowest history)"
         )
 
-    def show(pairs: list[tuple[Outcome, Answer]]) -> str:
-        return "\n\n".join(f"{o.history.describe()}\n  {a.report()}" for o, a in pairs[:SHOWN]) + (
-            f"\n\n... and {len(pairs) - SHOWN} more" if len(pairs) > SHOWN else ""
+    def show(pairs: list[tuple[Outcome, Answer]], shown: int = SHOWN) -> str:
+        return "\n\n".join(f"{o.history.describe()}\n  {a.report()}" for o, a in pairs[:shown]) + (
+            f"\n\n... and {len(pairs) - shown} more" if len(pairs) > shown else ""
         )
+
+    report = os.environ.get("SYNCV3_HISTORY_REPORT")
+    if report:
+        with open(f"{report}.{server.engine}", "w") as out:
+            out.write(show([*oracle, *differing], shown=len(oracle) + len(differing)))
 
     # v2's own answers must pass the prev_batch continuation check (else the oracle or
     # the check is wrong, and nothing it says can be trusted).
