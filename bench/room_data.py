@@ -1,0 +1,510 @@
+"""room_data: first deliveries, old since tokens and quiet requests, vs v2 sync.
+
+Starts a real Synapse with synapse-syncv3 loaded on a seeded database (cached in
+bench/.cache/ after the first run, see ``bench.common.seeded_server``) and measures,
+against Synapse's own v2 sync (``GET /_matrix/client/v3/sync``) in the same run:
+
+(a) **first delivery of 50 rooms**: a new sync v3 session asking
+    ``{"room_data": {"room_ids": [50 rooms], "timeline_limit": 20}}`` (all state), next
+    to a v2 initial sync with the filter
+    ``{"room": {"rooms": [the same 50], "timeline": {"limit": 20}}}``. Each room has 5
+    members and about 30 events (creation, name, topic, 4 joins, 19 messages).
+(b) **an old since**: one room (``big``) got 10,000 messages after the since token
+    was taken; one more message is sent, then the same request (``timeline_limit``
+    20, that one room) is answered from the old since (replayed for every sample)
+    and from a fresh since (taken just before that message). v2 sync, filtered to
+    the room, is asked the same two questions.
+(d) **database transactions per incremental request with nothing new for the served
+    rooms**: Synapse's ``synapse_storage_transaction_time_count`` (by ``desc``) is read
+    from its metrics listener before and after each request; a session serving the
+    50 rooms asks ``timeout=0`` with its latest since, (d1) when nothing happened at
+    all and (d2) after a message in another room the user is in (the room stream
+    moved). Listed next to v2 sync's incremental request (filtered to the 50 rooms),
+    ``GET /account/whoami`` (Synapse's per-request cost: authentication) and an idle
+    window (background work).
+
+Reports median and p95 per series, the ratios, the transactions per request by desc,
+writes the samples to bench/results/room_data-<db>.json (and .txt) and a plot next to
+them.
+
+    bench/run room_data.py                    # SQLite, 30 samples per series
+    bench/run room_data.py --db postgres      # PostgreSQL at SYNCV3_TEST_POSTGRES
+    bench/run room_data.py --samples 50 --quiet-requests 200
+    bench/run room_data.py --reseed           # seed again instead of using the cache
+
+Seeding (50 rooms, then 10,000 messages into one room, several senders at a time,
+with progress) takes a few minutes; it is done once per database and Synapse version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    Deadline,
+    boxplot_panels,
+    count_diff,
+    percentile,
+    progress,
+    save,
+    seeded_server,
+    series_table,
+    synapse_version,
+    transaction_counts,
+)
+from harness import Account, Homeserver
+from harness.client import Client
+
+SEED_VERSION = 1
+ROOMS = 50
+MEMBERS = 4  # besides the reader: 5 members per room
+MESSAGES_PER_ROOM = 19  # with creation (5), name, topic and 4 joins: 30 events
+BIG_EVENTS = 10_000
+TIMELINE_LIMIT = 20
+V3_PATH = "/_matrix/client/v3/sync"
+SESSION_LOOKUP = "syncv3_load_session"
+#: Descs seen in fewer requests than this share are summed up in the report.
+MIN_SHOWN = 0.2
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return dataclasses.asdict(account)
+
+
+def account_from(data: dict[str, Any]) -> Account:
+    return Account(**data)
+
+
+def v2_filter(rooms: list[str]) -> dict[str, Any]:
+    return {"room": {"rooms": rooms, "timeline": {"limit": TIMELINE_LIMIT}}}
+
+
+# ----------------------------------------------------------------------- seed
+
+
+def seed(hs: Homeserver, big_events: int, deadline: Deadline) -> dict[str, Any]:
+    reader_account = hs.register(localpart="reader")
+    reader = hs.user(reader_account)
+    members = [hs.user(hs.register(localpart=f"member{i}")) for i in range(MEMBERS)]
+
+    def make_room(index: int) -> str:
+        creator = members[index % MEMBERS]
+        room = creator.create_room(
+            preset="public_chat", name=f"Room {index}", topic=f"Topic of room {index}"
+        )
+        for user in [reader, *members]:
+            if user is not creator:
+                user.join(room)
+        for n in range(MESSAGES_PER_ROOM):
+            members[(index + n) % MEMBERS].send_message(room, f"message {n} in room {index}")
+        return room
+
+    print(f"seeding {ROOMS} rooms of {MEMBERS + 1} members and ~30 events")
+    started = time.monotonic()
+    rooms: list[str] = []
+    with ThreadPoolExecutor(6) as pool:
+        for room in pool.map(make_room, range(ROOMS)):
+            rooms.append(room)
+            progress("rooms", len(rooms), ROOMS, started, 10)
+            deadline.check("seeding rooms")
+
+    big = members[0].create_room(preset="public_chat", name="Big room")
+    for user in [reader, *members[1:]]:
+        user.join(big)
+    for n in range(30):
+        members[n % MEMBERS].send_message(big, f"before the old since {n}")
+    # The (b) session, on a device of its own (a device keeps 10 sessions at most).
+    old_device = hs.login("reader", device_id="OLDSINCE")
+    old_client = Client(hs.base_url, old_device.access_token)
+    body = {"room_data": {"room_ids": [big], "timeline_limit": TIMELINE_LIMIT}}
+    first = old_client.post(V3_PATH, body).expect(200, "first delivery of the big room")
+    assert big in first["room_data"]["rooms"], first
+    # Presenting the first answer's token confirms the first delivery; this answer's
+    # token is the old since.
+    old_since = old_client.post(V3_PATH, {}, query={"since": first["next"], "timeout": 0}).expect(
+        200
+    )["next"]
+    v2_old = reader.v2_sync(filter=v2_filter([big]))["next_batch"]
+
+    print(f"seeding {big_events} messages into the big room, 8 at a time")
+    started = time.monotonic()
+    done = 0
+    with ThreadPoolExecutor(8) as pool:
+        for _ in pool.map(
+            lambda n: members[n % MEMBERS].send_message(big, f"after the old since {n}"),
+            range(big_events),
+        ):
+            done += 1
+            progress("messages", done, big_events, started, 500)
+            if done % 100 == 0:
+                deadline.check("seeding messages")
+    return {
+        "reader": account_json(reader_account),
+        "members": [account_json(m.account) for m in members],
+        "old_device": account_json(old_device),
+        "rooms": rooms,
+        "big": big,
+        "big_events": big_events,
+        "old_since": old_since,
+        "v2_old_since": v2_old,
+    }
+
+
+# -------------------------------------------------------------------- measure
+
+
+class Meter:
+    """Times requests and counts the database transactions Synapse ran meanwhile."""
+
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+
+    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float, dict[str, int]]:
+        before = transaction_counts(self.hs.metrics())
+        started = time.perf_counter()
+        result = fn()
+        ms = (time.perf_counter() - started) * 1000
+        after = transaction_counts(self.hs.metrics())
+        return result, ms, count_diff(before, after)
+
+
+class Series:
+    def __init__(self) -> None:
+        self.ms: dict[str, list[float]] = {}
+        self.txns: dict[str, list[dict[str, int]]] = {}
+
+    def declare(self, names: list[str]) -> None:
+        """Fix the order of the series in the report and the plot."""
+        for name in names:
+            self.ms.setdefault(name, [])
+            self.txns.setdefault(name, [])
+
+    def add(self, name: str, ms: float, txns: dict[str, int]) -> None:
+        self.ms.setdefault(name, []).append(ms)
+        self.txns.setdefault(name, []).append(txns)
+
+
+def first_delivery(
+    hs: Homeserver, meta: dict[str, Any], samples: int, series: Series, deadline: Deadline
+) -> None:
+    rooms: list[str] = meta["rooms"]
+    reader = hs.user(account_from(meta["reader"]))
+    device = hs.login("reader", device_id="FIRST")
+    client = Client(hs.base_url, device.access_token)
+    body = {"room_data": {"room_ids": rooms, "timeline_limit": TIMELINE_LIMIT}}
+    meter = Meter(hs)
+
+    def v3() -> None:
+        answer = client.post(V3_PATH, body).expect(200)
+        got = answer["room_data"]["rooms"]
+        assert len(got) == ROOMS, len(got)
+        entry = got[rooms[0]]
+        assert len(entry["timeline"]["events"]) == TIMELINE_LIMIT and entry["timeline"]["limited"]
+        assert len(entry["state"]["events"]) >= 5, entry["state"]
+
+    def v2() -> None:
+        answer = reader.v2_sync(filter=v2_filter(rooms))
+        got = answer["rooms"]["join"]
+        assert len(got) == ROOMS, len(got)
+        assert len(got[rooms[0]]["timeline"]["events"]) == TIMELINE_LIMIT
+
+    calls = {"(a) v3 first delivery": v3, "(a) v2 initial sync": v2}
+    series.declare(list(calls))
+    for fn in calls.values():  # warm-up, not counted
+        fn()
+    print(f"(a) first delivery of {ROOMS} rooms, {samples} samples per series")
+    started = time.monotonic()
+    for i in range(samples):
+        for name in list(calls) if i % 2 == 0 else reversed(list(calls)):
+            _, ms, txns = meter.measure(calls[name])
+            series.add(name, ms, txns)
+        progress("(a)", i + 1, samples, started, 10)
+        deadline.check("(a)")
+
+
+def old_since(
+    hs: Homeserver, meta: dict[str, Any], samples: int, series: Series, deadline: Deadline
+) -> None:
+    big: str = meta["big"]
+    reader = hs.user(account_from(meta["reader"]))
+    sender = hs.user(account_from(meta["members"][1]))
+    client = Client(hs.base_url, meta["old_device"]["access_token"])
+    old, v2_old = meta["old_since"], meta["v2_old_since"]
+    v2_params: dict[str, Any] = {"filter": v2_filter([big])}
+    meter = Meter(hs)
+    # Fresh tokens: the same session continued from the old since (a replay of the old
+    # since stays allowed, SPEC §4.5), and v2 from its old since.
+    chain = {"v3": old, "v2": v2_old}
+
+    def catch_up() -> None:
+        chain["v3"] = client.post(V3_PATH, {}, query={"since": chain["v3"], "timeout": 0}).expect(
+            200
+        )["next"]
+        chain["v2"] = reader.v2_sync(since=chain["v2"], **v2_params)["next_batch"]
+
+    def v3_request(since: str) -> dict[str, Any]:
+        answer: dict[str, Any] = client.post(
+            V3_PATH, {}, query={"since": since, "timeout": 0}
+        ).expect(200)
+        return answer
+
+    def check_v3(answer: dict[str, Any], event_id: str, events: int) -> None:
+        timeline = answer["room_data"]["rooms"][big]["timeline"]
+        assert len(timeline["events"]) == events, (len(timeline["events"]), events)
+        assert timeline["events"][-1]["event_id"] == event_id
+        assert timeline["limited"] == (events > 1)
+
+    def check_v2(answer: dict[str, Any], event_id: str, events: int) -> None:
+        timeline = answer["rooms"]["join"][big]["timeline"]
+        assert len(timeline["events"]) == events, (len(timeline["events"]), events)
+        assert timeline["events"][-1]["event_id"] == event_id
+        assert timeline["limited"] == (events > 1)
+
+    names = ["(b) v3 fresh since", "(b) v3 old since", "(b) v2 fresh since", "(b) v2 old since"]
+    series.declare(names)
+    print(
+        f"(b) one new message, since {meta['big_events']} events old vs fresh, "
+        f"{samples} samples per series"
+    )
+    started = time.monotonic()
+    for i in range(samples + 1):  # the first round warms up
+        catch_up()
+        event_id = sender.send_message(big, f"new message {i}")
+        calls = {
+            names[0]: (lambda: v3_request(chain["v3"]), check_v3, 1),
+            names[1]: (lambda: v3_request(old), check_v3, TIMELINE_LIMIT),
+            names[2]: (lambda: reader.v2_sync(since=chain["v2"], **v2_params), check_v2, 1),
+            names[3]: (lambda: reader.v2_sync(since=v2_old, **v2_params), check_v2, TIMELINE_LIMIT),
+        }
+        order = names if i % 2 == 0 else list(reversed(names))
+        for name in order:
+            request, check, events = calls[name]
+            answer, ms, txns = meter.measure(request)
+            check(answer, event_id, events)
+            if i:
+                series.add(name, ms, txns)
+        if i:
+            progress("(b)", i, samples, started, 10)
+        deadline.check("(b)")
+
+
+def quiet_requests(
+    hs: Homeserver, meta: dict[str, Any], requests: int, series: Series, deadline: Deadline
+) -> None:
+    rooms: list[str] = meta["rooms"]
+    big: str = meta["big"]
+    reader = hs.user(account_from(meta["reader"]))
+    sender = hs.user(account_from(meta["members"][2]))
+    device = hs.login("reader", device_id="QUIET")
+    client = Client(hs.base_url, device.access_token)
+    v2_params: dict[str, Any] = {"filter": v2_filter(rooms)}
+    meter = Meter(hs)
+    first = client.post(V3_PATH, {"room_data": {"room_ids": rooms, "timeline_limit": 20}}).expect(
+        200
+    )
+    chain = {"v3": first["next"], "v2": reader.v2_sync(**v2_params)["next_batch"]}
+
+    def v3() -> None:
+        answer = client.post(V3_PATH, {}, query={"since": chain["v3"], "timeout": 0}).expect(200)
+        assert "room_data" not in answer, answer
+        chain["v3"] = answer["next"]
+
+    def v2() -> None:
+        answer = reader.v2_sync(since=chain["v2"], **v2_params)
+        assert not answer.get("rooms", {}).get("join"), answer["rooms"]
+        chain["v2"] = answer["next_batch"]
+
+    def whoami() -> None:
+        reader.whoami()
+
+    def idle() -> None:
+        time.sleep(0.01)
+
+    v3()  # confirms the first delivery
+    v2()
+    print(f"(d) transactions per quiet request, {requests} requests per series")
+    started = time.monotonic()
+    for i in range(requests):
+        calls = {
+            "(d1) v3 nothing new": v3,
+            "(d1) v2 nothing new": v2,
+            "(d) GET /account/whoami": whoami,
+            "(d) idle 10 ms": idle,
+        }
+        for name, fn in calls.items():
+            time.sleep(0.05)  # let background work of the previous step finish
+            _, ms, txns = meter.measure(fn)
+            series.add(name, ms, txns)
+        for name, fn in (("(d2) v3 other room moved", v3), ("(d2) v2 other room moved", v2)):
+            sender.send_message(big, f"elsewhere {i}")
+            time.sleep(0.15)
+            _, ms, txns = meter.measure(fn)
+            series.add(name, ms, txns)
+        progress("(d)", i + 1, requests, started, 25)
+        deadline.check("(d)")
+
+
+def run(
+    db: str,
+    samples: int,
+    requests: int,
+    big_events: int,
+    reseed: bool,
+    time_limit: float,
+    seed_only: bool = False,
+) -> dict[str, Any] | None:
+    deadline = Deadline(time_limit)
+    server = seeded_server(
+        "room_data" if big_events == BIG_EVENTS else f"room_data{big_events}",
+        SEED_VERSION,
+        db,
+        lambda hs: seed(hs, big_events, deadline),
+        reseed=reseed,
+    )
+    if seed_only:
+        server.stop()
+        return None
+    series = Series()
+    try:
+        hs, meta = server.hs, server.meta
+        first_delivery(hs, meta, samples, series, deadline)
+        old_since(hs, meta, samples, series, deadline)
+        quiet_requests(hs, meta, requests, series, deadline)
+    finally:
+        server.stop()
+    return {
+        "db": db,
+        "synapse": synapse_version(),
+        "samples": samples,
+        "quiet_requests": requests,
+        "big_events": big_events,
+        "rooms": ROOMS,
+        "timeline_limit": TIMELINE_LIMIT,
+        "command": " ".join(["bench/run", "room_data.py", *sys.argv[1:]]),
+        "series": series.ms,
+        "transactions": series.txns,
+    }
+
+
+# --------------------------------------------------------------------- report
+
+
+def txn_summary(samples: list[dict[str, int]]) -> tuple[float, float, dict[str, float]]:
+    """Mean transactions and SQL statements per request, and transactions per desc."""
+    total: dict[str, int] = {}
+    for sample in samples:
+        for desc, n in sample.items():
+            total[desc] = total.get(desc, 0) + n
+    per = {desc: n / len(samples) for desc, n in sorted(total.items(), key=lambda kv: -kv[1])}
+    statements = sum(n for desc, n in per.items() if desc.startswith("SQL "))
+    transactions = {desc: n for desc, n in per.items() if not desc.startswith("SQL ")}
+    return sum(transactions.values()), statements, transactions
+
+
+def ratio(series: dict[str, list[float]], a: str, b: str) -> str:
+    med = statistics.median(series[a]) / statistics.median(series[b])
+    p95 = percentile(series[a], 95) / percentile(series[b], 95)
+    return f"{a} / {b}: median ratio {med:.2f}, p95 ratio {p95:.2f}"
+
+
+def report(result: dict[str, Any]) -> str:
+    series: dict[str, list[float]] = result["series"]
+    timed = {k: v for k, v in series.items() if k.startswith(("(a)", "(b)"))}
+    lines = [
+        f"room_data on {result['db']}, matrix-synapse {result['synapse']}, "
+        f"{result['samples']} samples per series (a, b), {result['quiet_requests']} "
+        f"requests per series (d): {result['command']}",
+        "",
+        "request time (ms)",
+        *series_table(timed, 26),
+        ratio(series, "(a) v3 first delivery", "(a) v2 initial sync"),
+        ratio(series, "(b) v3 old since", "(b) v3 fresh since") + " (target <= 2)",
+        ratio(series, "(b) v3 old since", "(b) v2 old since"),
+        ratio(series, "(b) v3 fresh since", "(b) v2 fresh since"),
+        "",
+        "database transactions per request (mean), by desc; SQL statements in them",
+    ]
+    for name, samples in result["transactions"].items():
+        total, statements, per = txn_summary(samples)
+        ms = statistics.median(series[name])
+        lines.append(
+            f"{name:<26}{total:>7.2f} transactions, {statements:.2f} statements "
+            f"(median {ms:.1f} ms)"
+        )
+        lines.extend(f"    {n:>7.2f}  {desc}" for desc, n in per.items() if n >= MIN_SHOWN)
+        rest = {desc: n for desc, n in per.items() if n < MIN_SHOWN}
+        if rest:
+            lines.append(
+                f"    {sum(rest.values()):>7.2f}  {len(rest)} other descs below {MIN_SHOWN} per "
+                "request (background work of Synapse, see the idle window)"
+            )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    series = result["series"]
+    return boxplot_panels(
+        [
+            (
+                f"(a) first delivery, {result['rooms']} rooms",
+                {k[4:]: v for k, v in series.items() if k.startswith("(a)")},
+                False,
+            ),
+            (
+                f"(b) 1 new message, since {result['big_events']} events old vs fresh",
+                {k[4:]: v for k, v in series.items() if k.startswith("(b)")},
+                False,
+            ),
+        ],
+        path,
+        title=f"room_data vs v2 sync ({result['db']}, Synapse {result['synapse']}, "
+        f"n={result['samples']})",
+        ylabel="request time (ms)",
+        width=13,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--samples", type=int, default=30, help="per series of (a) and (b)")
+    parser.add_argument("--quiet-requests", type=int, default=100, help="per series of (d)")
+    parser.add_argument(
+        "--big-events", type=int, default=BIG_EVENTS, help="messages after the old since"
+    )
+    parser.add_argument("--reseed", action="store_true", help="seed again, ignoring the cache")
+    parser.add_argument("--time-limit", type=float, default=3600, help="seconds, seeding included")
+    parser.add_argument("--seed-only", action="store_true", help="fill the cache, measure nothing")
+    args = parser.parse_args()
+    if args.samples < 5 or args.quiet_requests < 5:
+        parser.error("at least 5 samples and 5 quiet requests")
+    result = run(
+        args.db,
+        args.samples,
+        args.quiet_requests,
+        args.big_events,
+        args.reseed,
+        args.time_limit,
+        args.seed_only,
+    )
+    if result is None:
+        return
+    png = save(f"room_data-{args.db}", result, report(result))
+    if plot(result, png):
+        print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
