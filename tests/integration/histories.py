@@ -80,6 +80,8 @@ class History:
         self.checkpoints = sorted(rng.sample(range(1, self.length), 2))
         #: An action index before which the test also asks for a first delivery.
         self.first_delivery_at = rng.randrange(1, self.length)
+        #: Whether the first checkpoint's answer is asked with full_state.
+        self.full_state = rng.random() < 0.3
         cast = _cast(self.server)
         self.alice = Person("alice", cast["alice"], "join")
         # The syncing user is new in every history (its rooms and ignore list are its
@@ -135,7 +137,9 @@ class History:
         """The seed, the parameters and every action so far."""
         return (
             f"history seed {self.seed}: {self.params}, checkpoints before actions "
-            f"{self.checkpoints}, first delivery before action {self.first_delivery_at}, "
+            f"{self.checkpoints}"
+            + (" (the first with full_state)" if self.full_state else "")
+            + f", first delivery before action {self.first_delivery_at}, "
             f"users {', '.join(f'{p.name}={p.user_id}' for p in self.people)}\n    "
             + "\n    ".join(self.log)
         )

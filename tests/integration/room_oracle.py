@@ -486,6 +486,8 @@ class Context:
     facts: RoomFacts
     #: This request carries ``full_state`` (SPEC §9.5: full state at the timeline start).
     full_state: bool = False
+    #: With ``full_state``: the room's entry in a v2 *initial* sync at the same moment.
+    initial: Entry | None = None
 
 
 def _redacted_because(event: Event) -> str | None:
@@ -733,6 +735,8 @@ def compare_room(ours: Entry | None, v2: Entry | None, ctx: Context) -> list[str
             if _has_membership(ctx):
                 return ["M_FORBIDDEN for a room the user has a membership in"]
             return []
+        if ctx.full_state and ctx.initial is not None:
+            return _compare_full_state_only(ours, ctx.initial, ctx)
         return ["ours reports the room, v2 does not"]
     if ours is None:
         return ["v2 reports the room, ours does not"]
@@ -758,6 +762,51 @@ def compare_room(ours: Entry | None, v2: Entry | None, ctx: Context) -> list[str
     diffs += _compare_state(ours, v2, ctx)
     diffs += _compare_events(ours, v2, ctx.facts)
     return diffs
+
+
+def _compare_full_state_only(ours: Entry, initial: Entry, ctx: Context) -> list[str]:
+    """A room that only our ``full_state`` answer reports.
+
+    SPEC §9.5: with ``full_state`` every room of the set the user may see is reported;
+    v2's incremental ``full_state`` sync reports joined rooms (and rooms whose
+    membership changed) only, not a room the user was invited to or left before the
+    interval. Its entry in a v2 initial sync is the reference for the membership and
+    invite state; the state is the full state at the start of our timeline (after the
+    user's leave when the timeline is empty), read from the history.
+    """
+    if ours.membership != initial.membership:
+        return [f"full_state membership: ours {ours.membership}, v2 initial {initial.membership}"]
+    if ours.membership in ("invite", "knock"):
+        ours_items = sorted(_stripped_key(e) for e in ours.stripped)
+        v2_items = sorted(_stripped_key(e) for e in initial.stripped)
+        if ours_items != v2_items:
+            return [f"full_state {ours.membership} state: ours {ours_items}, v2 {v2_items}"]
+        return []
+    facts, params = ctx.facts, ctx.params
+    if ours.timeline:
+        state = facts.state_before(ours.timeline_ids[0])
+    else:
+        leave = initial.timeline[-1] if initial.timeline else None
+        if leave is None or leave.get("state_key") != ctx.me:
+            return ["full_state leave entry: cannot tell where the user left"]
+        state = facts.state_before(leave["event_id"])
+        state[(MEMBER, ctx.me)] = leave["event_id"]
+    allowed = _allowed_members(ours, ctx)
+    expected = {
+        event_id
+        for key, event_id in state.items()
+        if params.wants_state(*key)
+        and event_id not in ours.timeline_ids
+        and not (params.lazy_load_members and key[0] == MEMBER and key[1] not in allowed)
+    }
+    if ours.state_ids != expected:
+        return [
+            "full_state state: ours only "
+            + _names(ours.state_ids - expected, ours, ctx)
+            + "; the history only "
+            + _names(expected - ours.state_ids, ours, ctx)
+        ]
+    return []
 
 
 def _has_membership(ctx: Context) -> bool:
@@ -1006,6 +1055,10 @@ class Probe:
         if full_state:
             v2_request["full_state"] = True
         v2_body = user.v2_sync(**v2_request)
+        initial: dict[str, Entry] = {}
+        if full_state:
+            body = self.fresh.v2_sync(filter=v2_filter)
+            initial = v2_entries(body, self.me.user_id)
         if since is None:
             v3_body_sent: dict[str, Any] = {"room_data": self.params.room_data(self.rooms)}
         elif full_state:
@@ -1049,11 +1102,16 @@ class Probe:
                 raise
             self.not_served = str(e)
             return answer
-        self._compare(answer, since, user, full_state)
+        self._compare(answer, since, user, full_state, initial)
         return answer
 
     def _compare(
-        self, answer: Answer, since: Checkpoint | None, user: MatrixUser, full_state: bool
+        self,
+        answer: Answer,
+        since: Checkpoint | None,
+        user: MatrixUser,
+        full_state: bool,
+        initial: dict[str, Entry],
     ) -> None:
         assert answer.ours is not None
         for room_id in self.rooms:
@@ -1063,6 +1121,7 @@ class Probe:
                 since.snapshots[room_id] if since else None,
                 answer.facts[room_id],
                 full_state=full_state,
+                initial=initial.get(room_id),
             )
             ours = answer.ours.get(room_id)
             diffs = compare_room(ours, answer.v2.get(room_id), ctx)
