@@ -182,10 +182,80 @@ def transaction_counts(metrics_text: str) -> dict[str, float]:
     return counts
 
 
+_SERVLET_METRICS = {
+    "requests": "synapse_http_server_response_count",
+    "cpu_user_s": "synapse_http_server_response_ru_utime_seconds",
+    "cpu_sys_s": "synapse_http_server_response_ru_stime_seconds",
+    "db_txns": "synapse_http_server_response_db_txn_count",
+    "db_txn_s": "synapse_http_server_response_db_txn_duration_seconds",
+    "db_sched_s": "synapse_http_server_response_db_sched_duration_seconds",
+}
+
+
+def servlet_usage(metrics_text: str) -> dict[str, dict[str, float]]:
+    """What Synapse's finished requests used, per ``"<method> <servlet>[ <tag>]"``
+    (its per-request metrics: the request's own main-thread CPU time, the database
+    transactions it ran and their time, time spent waiting for a database connection).
+    A long-poll counts when its response is sent, wait included but idle."""
+    usage: dict[str, dict[str, float]] = {}
+    for field, metric in _SERVLET_METRICS.items():
+        prefixes = (f"{metric}{{", f"{metric}_total{{")
+        for line in metrics_text.splitlines():
+            if not line.startswith(prefixes):
+                continue
+            labels_text, _, value = line.partition("{")[2].rpartition("} ")
+            labels = dict(item.partition('="')[::2] for item in labels_text.rstrip('"').split('",'))
+            key = f"{labels.get('method', '')} {labels.get('servlet', '')}"
+            if labels.get("tag"):
+                key += f" {labels['tag']}"
+            usage.setdefault(key, {})[field] = float(value)
+    return usage
+
+
+def usage_diff(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per servlet, what the requests that finished between two :func:`servlet_usage`
+    used (servlets with finished requests only)."""
+    diff: dict[str, dict[str, float]] = {}
+    for key, fields in after.items():
+        old = before.get(key, {})
+        delta = {field: value - old.get(field, 0.0) for field, value in fields.items()}
+        if delta.get("requests", 0) > 0:
+            diff[key] = delta
+    return diff
+
+
 def count_diff(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     """The transactions run between two :func:`transaction_counts`, by desc (non-zero only)."""
     diff = {desc: round(after[desc] - before.get(desc, 0.0)) for desc in after}
     return {desc: n for desc, n in sorted(diff.items()) if n}
+
+
+def usage_summary(samples: list[dict[str, dict[str, float]]]) -> list[str]:
+    """One line per servlet seen in at least half of the samples: per request, the
+    request's CPU time (user+sys, main thread), its database transactions, their time
+    and the time it waited for a database connection."""
+    totals: dict[str, dict[str, float]] = {}
+    seen: dict[str, int] = {}
+    for sample in samples:
+        for key, fields in sample.items():
+            seen[key] = seen.get(key, 0) + 1
+            total = totals.setdefault(key, {})
+            for field, value in fields.items():
+                total[field] = total.get(field, 0.0) + value
+    lines = []
+    for key, total in totals.items():
+        if seen[key] * 2 < len(samples) or not total.get("requests") or "Metrics" in key:
+            continue
+        n = total["requests"]
+        cpu = (total.get("cpu_user_s", 0.0) + total.get("cpu_sys_s", 0.0)) / n * 1000
+        lines.append(
+            f"{key}: CPU {cpu:.1f} ms, {total.get('db_txns', 0.0) / n:.1f} DB transactions "
+            f"taking {total.get('db_txn_s', 0.0) / n * 1000:.1f} ms, waiting "
+            f"{total.get('db_sched_s', 0.0) / n * 1000:.1f} ms for a connection (per request)"
+        )
+    return lines
 
 
 # ------------------------------------------------- seeded databases, cached

@@ -59,8 +59,11 @@ from bench.common import (
     save,
     seeded_server,
     series_table,
+    servlet_usage,
     synapse_version,
     transaction_counts,
+    usage_diff,
+    usage_summary,
 )
 from harness import Account, Homeserver
 from harness.client import Client
@@ -75,6 +78,8 @@ V3_PATH = "/_matrix/client/v3/sync"
 SESSION_LOOKUP = "syncv3_load_session"
 #: Descs seen in fewer requests than this share are summed up in the report.
 MIN_SHOWN = 0.2
+
+Usage = dict[str, dict[str, float]]
 
 
 def account_json(account: Account) -> dict[str, Any]:
@@ -164,34 +169,41 @@ def seed(hs: Homeserver, big_events: int, deadline: Deadline) -> dict[str, Any]:
 
 
 class Meter:
-    """Times requests and counts the database transactions Synapse ran meanwhile."""
+    """Times requests and reads Synapse's metrics around them: the database
+    transactions run meanwhile (by desc, whoever ran them) and what the finished
+    requests used (per servlet)."""
 
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
 
-    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float, dict[str, int]]:
-        before = transaction_counts(self.hs.metrics())
+    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float, dict[str, int], Usage]:
+        before = self.hs.metrics()
         started = time.perf_counter()
         result = fn()
         ms = (time.perf_counter() - started) * 1000
-        after = transaction_counts(self.hs.metrics())
-        return result, ms, count_diff(before, after)
+        after = self.hs.metrics()
+        txns = count_diff(transaction_counts(before), transaction_counts(after))
+        return result, ms, txns, usage_diff(servlet_usage(before), servlet_usage(after))
 
 
 class Series:
     def __init__(self) -> None:
         self.ms: dict[str, list[float]] = {}
         self.txns: dict[str, list[dict[str, int]]] = {}
+        self.usage: dict[str, list[Usage]] = {}
 
     def declare(self, names: list[str]) -> None:
         """Fix the order of the series in the report and the plot."""
         for name in names:
             self.ms.setdefault(name, [])
             self.txns.setdefault(name, [])
+            self.usage.setdefault(name, [])
 
-    def add(self, name: str, ms: float, txns: dict[str, int]) -> None:
+    def add(self, name: str, measured: tuple[Any, float, dict[str, int], Usage]) -> None:
+        _, ms, txns, usage = measured
         self.ms.setdefault(name, []).append(ms)
         self.txns.setdefault(name, []).append(txns)
+        self.usage.setdefault(name, []).append(usage)
 
 
 def first_delivery(
@@ -226,8 +238,7 @@ def first_delivery(
     started = time.monotonic()
     for i in range(samples):
         for name in list(calls) if i % 2 == 0 else reversed(list(calls)):
-            _, ms, txns = meter.measure(calls[name])
-            series.add(name, ms, txns)
+            series.add(name, meter.measure(calls[name]))
         progress("(a)", i + 1, samples, started, 10)
         deadline.check("(a)")
 
@@ -289,10 +300,10 @@ def old_since(
         order = names if i % 2 == 0 else list(reversed(names))
         for name in order:
             request, check, events = calls[name]
-            answer, ms, txns = meter.measure(request)
-            check(answer, event_id, events)
+            measured = meter.measure(request)
+            check(measured[0], event_id, events)
             if i:
-                series.add(name, ms, txns)
+                series.add(name, measured)
         if i:
             progress("(b)", i, samples, started, 10)
         deadline.check("(b)")
@@ -343,13 +354,11 @@ def quiet_requests(
         }
         for name, fn in calls.items():
             time.sleep(0.05)  # let background work of the previous step finish
-            _, ms, txns = meter.measure(fn)
-            series.add(name, ms, txns)
+            series.add(name, meter.measure(fn))
         for name, fn in (("(d2) v3 other room moved", v3), ("(d2) v2 other room moved", v2)):
             sender.send_message(big, f"elsewhere {i}")
             time.sleep(0.15)
-            _, ms, txns = meter.measure(fn)
-            series.add(name, ms, txns)
+            series.add(name, meter.measure(fn))
         progress("(d)", i + 1, requests, started, 25)
         deadline.check("(d)")
 
@@ -393,6 +402,7 @@ def run(
         "command": " ".join(["bench/run", "room_data.py", *sys.argv[1:]]),
         "series": series.ms,
         "transactions": series.txns,
+        "usage": series.usage,
     }
 
 
@@ -441,6 +451,7 @@ def report(result: dict[str, Any]) -> str:
             f"{name:<26}{total:>7.2f} transactions, {statements:.2f} statements "
             f"(median {ms:.1f} ms)"
         )
+        lines.extend(f"    {line}" for line in usage_summary(result["usage"][name]))
         lines.extend(f"    {n:>7.2f}  {desc}" for desc, n in per.items() if n >= MIN_SHOWN)
         rest = {desc: n for desc, n in per.items() if n < MIN_SHOWN}
         if rest:

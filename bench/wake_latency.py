@@ -14,24 +14,51 @@ writes the samples to bench/results/wake_latency-<db>.json and a plot next to it
 The long-polls are given 0.3 s to start waiting before the send; each has a 30 s
 timeout. v2 and v3 use different devices of the receiving user, because v2 sync
 deletes a device's to-device messages by itself.
+
+With ``--rooms 10,1000`` it also measures a message: for each count N, a user joined
+to N rooms long-polls with sync v3 serving one of them (``room_data``, timeline_limit
+20) and with v2 sync (unfiltered, as a client syncs), and another user sends an
+``m.room.message`` into that room. Next to each wake latency the sender's own request
+time (the ``PUT /send`` round trip) is recorded, so the cost beyond the send shows.
+The N rooms (created by the user, in a loop with progress) are seeded once and cached
+in bench/.cache/ (``--reseed`` rebuilds); results then go to
+bench/results/wake_latency_rooms-<db>.json.
+
+    bench/run wake_latency.py --rooms 10,1000 --only-rooms
+    bench/run wake_latency.py --rooms 10,1000 --only-rooms --db postgres
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import boxplot, percentile, save, series_table
-from harness import Homeserver, MatrixUser, PostgresDatabase
+from bench.common import (
+    Deadline,
+    SeededServer,
+    boxplot,
+    percentile,
+    progress,
+    save,
+    seeded_server,
+    series_table,
+    servlet_usage,
+    synapse_version,
+    usage_diff,
+    usage_summary,
+)
+from harness import Account, Homeserver, MatrixUser, PostgresDatabase
 
 SETTLE = 0.3  # seconds a long-poll gets to start waiting before the send
 
@@ -116,6 +143,131 @@ class Bench:
         return (poll.arrived - sent) * 1000
 
 
+ROOMS_SEED_VERSION = 1
+
+
+def seed_rooms(hs: Homeserver, counts: list[int], deadline: Deadline) -> dict[str, Any]:
+    """For each count N: user ``joinedN`` joined to N rooms, one of them (the served
+    room) created by ``sender``, the others created by ``joinedN`` itself."""
+    sender = hs.user(hs.register(localpart="sender"))
+    users: dict[str, Any] = {}
+    for count in counts:
+        account = hs.register(localpart=f"joined{count}")
+        user = hs.user(account)
+        served = sender.create_room(preset="public_chat", name=f"served ({count} rooms)")
+        user.join(served)
+        print(f"seeding {count - 1} more rooms for {account.user_id}, 4 at a time")
+        started = time.monotonic()
+        done = 0
+        with ThreadPoolExecutor(4) as pool:
+            for _ in pool.map(
+                lambda i, user=user: user.create_room(name=f"room {i}"), range(count - 1)
+            ):
+                done += 1
+                progress("rooms", done, count - 1, started, 100)
+                if done % 20 == 0:
+                    deadline.check("seeding rooms")
+        users[str(count)] = {"account": dataclasses.asdict(account), "served": served}
+    return {"sender": dataclasses.asdict(sender.account), "users": users}
+
+
+class MessageBench:
+    """Wake latency of a message into a served room, for a user joined to N rooms."""
+
+    def __init__(self, hs: Homeserver, meta: dict[str, Any], count: int) -> None:
+        self.hs = hs
+        entry = meta["users"][str(count)]
+        account = Account(**entry["account"])
+        self.room: str = entry["served"]
+        self.sender = hs.user(Account(**meta["sender"]))
+        self.v3_device = hs.user(hs.login(account.localpart, device_id=f"V3WAKE{count}"))
+        self.v2_device = hs.user(hs.login(account.localpart, device_id=f"V2WAKE{count}"))
+        body = {"room_data": {"room_ids": [self.room], "timeline_limit": 20}}
+        first = self.v3_device.sync_v3(body).expect(200)
+        assert self.room in first["room_data"]["rooms"], first
+        self.v3_since: str = first["next"]
+        # A v2 token without an initial sync of every room: tokens do not depend on the
+        # filter, and the long-polls below ask without one, as a client syncs.
+        empty: dict[str, Any] = {"room": {"rooms": []}}
+        self.v2_since: str = self.v2_device.v2_sync(filter=empty)["next_batch"]
+        self.catch_up("v3")
+        self.catch_up("v2")
+
+    def catch_up(self, api: str) -> None:
+        if api == "v3":
+            self.v3_since = self.v3_device.sync_v3({}, since=self.v3_since, timeout=0).expect(200)[
+                "next"
+            ]
+        else:
+            self.v2_since = self.v2_device.v2_sync(since=self.v2_since, timeout=0)["next_batch"]
+
+    def _v3_poll(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.v3_device.sync_v3(
+            {}, since=self.v3_since, timeout=30000
+        ).expect(200)
+        return body
+
+    def _v2_poll(self) -> dict[str, Any]:
+        return self.v2_device.v2_sync(since=self.v2_since, timeout=30000)
+
+    def measure(self, api: str) -> tuple[float, float, dict[str, dict[str, float]]]:
+        """(send start -> long-poll response, send round trip) in ms, and what the
+        long-poll and the send used (Synapse's per-servlet metrics, read outside the
+        timed span)."""
+        self.catch_up(api)
+        before = servlet_usage(self.hs.metrics())
+        poll = LongPoll(self._v3_poll if api == "v3" else self._v2_poll)
+        time.sleep(SETTLE)
+        sent = time.perf_counter()
+        event_id = self.sender.send_message(self.room, "wake up")
+        sent_done = time.perf_counter()
+        body = poll.wait()
+        if api == "v3":
+            events = body["room_data"]["rooms"][self.room]["timeline"]["events"]
+            self.v3_since = body["next"]
+        else:
+            events = body["rooms"]["join"][self.room]["timeline"]["events"]
+            self.v2_since = body["next_batch"]
+        assert [e["event_id"] for e in events] == [event_id], events
+        usage = usage_diff(before, servlet_usage(self.hs.metrics()))
+        return (poll.arrived - sent) * 1000, (sent_done - sent) * 1000, usage
+
+
+def run_rooms(
+    server: SeededServer, counts: list[int], samples: int, deadline: Deadline
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[Any]]]:
+    """The message series for every count: wake latencies and send round trips
+    (``send`` series, from the v3 and v2 samples alike); per API and count the wake
+    latency minus the send round trip of the same sample, and the per-servlet usage of
+    each sample."""
+    series: dict[str, list[float]] = {}
+    beyond: dict[str, list[float]] = {}
+    usage: dict[str, list[Any]] = {}
+    for count in counts:
+        bench = MessageBench(server.hs, server.meta, count)
+        names = {api: f"{api} message ({count} rooms)" for api in ("v3", "v2")}
+        send_name = f"send ({count} rooms)"
+        for name in (*names.values(), send_name):
+            series[name] = []
+        for api in ("v3", "v2"):
+            beyond[f"{api} {count}"] = []
+            usage[f"{api} {count}"] = []
+        bench.measure("v3")  # warm-up
+        bench.measure("v2")
+        print(f"message, {count} joined rooms: {samples} samples per series")
+        started = time.monotonic()
+        for i in range(samples):
+            for api in ("v3", "v2") if i % 2 == 0 else ("v2", "v3"):
+                wake, send, used = bench.measure(api)
+                series[names[api]].append(wake)
+                series[send_name].append(send)
+                beyond[f"{api} {count}"].append(wake - send)
+                usage[f"{api} {count}"].append(used)
+            progress(f"message, {count} rooms", i + 1, samples, started, 10)
+            deadline.check("message series")
+    return series, beyond, usage
+
+
 def run(db: str, samples: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="syncv3-bench-"))
     postgres = PostgresDatabase.create(prefix="syncv3_bench") if db == "postgres" else None
@@ -163,15 +315,99 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], path: Path) -> bool:
+def plot(result: dict[str, Any], path: Path, width: float = 8) -> bool:
     return boxplot(
         result["series"],
         path,
         title=f"Wake latency, sync v3 vs v2 sync ({result['db']}, Synapse {result['synapse']}, "
         f"n={result['samples']})",
         ylabel="send start → long-poll response (ms)",
-        width=8,
+        width=width,
     )
+
+
+def run_with_rooms(
+    db: str,
+    samples: int,
+    counts: list[int],
+    only_rooms: bool,
+    reseed: bool,
+    time_limit: float,
+    seed_only: bool = False,
+) -> dict[str, Any] | None:
+    deadline = Deadline(time_limit)
+    server = seeded_server(
+        "wake_rooms-" + "-".join(map(str, counts)),
+        ROOMS_SEED_VERSION,
+        db,
+        lambda hs: seed_rooms(hs, counts, deadline),
+        reseed=reseed,
+    )
+    if seed_only:
+        server.stop()
+        return None
+    series: dict[str, list[float]] = {}
+    try:
+        if not only_rooms:
+            bench = Bench(server.hs)
+            for kind in ("to_device", "typing"):
+                for api in ("v3", "v2"):
+                    series[f"{api} {kind}"] = []
+                for i in range(samples):
+                    for api in ("v3", "v2") if i % 2 == 0 else ("v2", "v3"):
+                        series[f"{api} {kind}"].append(bench.measure(api, kind))
+                    if (i + 1) % 10 == 0 or i + 1 == samples:
+                        print(f"  {kind}: {i + 1}/{samples}", flush=True)
+        rooms_series, beyond, usage = run_rooms(server, counts, samples, deadline)
+        series.update(rooms_series)
+    finally:
+        server.stop()
+    return {
+        "db": db,
+        "samples": samples,
+        "synapse": synapse_version(),
+        "rooms": counts,
+        "command": " ".join(["bench/run", "wake_latency.py", *sys.argv[1:]]),
+        "series": series,
+        "beyond_send": beyond,
+        "usage": usage,
+    }
+
+
+def report_rooms(result: dict[str, Any]) -> str:
+    series = result["series"]
+    lines = [
+        f"Wake latency, send start -> long-poll response (ms), {result['db']}, "
+        f"matrix-synapse {result['synapse']}, n={result['samples']} per series "
+        f"(send: 2n, from the v3 and v2 samples): {result['command']}",
+        *series_table(series, 26),
+    ]
+    for kind in ("to_device", "typing"):
+        if f"v3 {kind}" in series:
+            v3, v2 = series[f"v3 {kind}"], series[f"v2 {kind}"]
+            lines.append(
+                f"{kind}: v3/v2 median ratio {statistics.median(v3) / statistics.median(v2):.2f}"
+                f", p95 ratio {percentile(v3, 95) / percentile(v2, 95):.2f}"
+            )
+    for count in result["rooms"]:
+        v3 = series[f"v3 message ({count} rooms)"]
+        v2 = series[f"v2 message ({count} rooms)"]
+        beyond = {api: result["beyond_send"][f"{api} {count}"] for api in ("v3", "v2")}
+        lines.append(
+            f"message, {count} rooms: v3/v2 median ratio "
+            f"{statistics.median(v3) / statistics.median(v2):.2f}, p95 ratio "
+            f"{percentile(v3, 95) / percentile(v2, 95):.2f}; beyond the send (wake - send "
+            f"round trip, per sample): v3 median {statistics.median(beyond['v3']):.1f} ms, "
+            f"p95 {percentile(beyond['v3'], 95):.1f} ms (target <= 3 ms median); "
+            f"v2 median {statistics.median(beyond['v2']):.1f} ms, "
+            f"p95 {percentile(beyond['v2'], 95):.1f} ms"
+        )
+        for api in ("v3", "v2"):
+            lines.extend(
+                f"  {api} samples, {line}"
+                for line in usage_summary(result["usage"][f"{api} {count}"])
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -180,12 +416,52 @@ def main() -> None:
     )
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument(
+        "--rooms",
+        default="",
+        help="comma-separated joined-room counts for the message series, e.g. 10,1000",
+    )
+    parser.add_argument(
+        "--only-rooms", action="store_true", help="with --rooms: skip to_device and typing"
+    )
+    parser.add_argument("--reseed", action="store_true", help="with --rooms: seed again")
+    parser.add_argument(
+        "--time-limit", type=float, default=3600, help="with --rooms: seconds, seeding included"
+    )
+    parser.add_argument(
+        "--seed-only", action="store_true", help="with --rooms: fill the cache, measure nothing"
+    )
     args = parser.parse_args()
     if args.samples < 50:
         parser.error("at least 50 samples per series")
-    result = run(args.db, args.samples)
-    png = save(f"wake_latency-{args.db}", result, report(result))
-    if plot(result, png):
+    try:
+        counts = sorted({int(n) for n in args.rooms.split(",") if n.strip()})
+    except ValueError:
+        parser.error("--rooms takes comma-separated integers")
+    if any(n < 1 for n in counts):
+        parser.error("--rooms: every count is at least 1 (the served room)")
+    if args.only_rooms and not counts:
+        parser.error("--only-rooms needs --rooms")
+    if counts:
+        rooms_result = run_with_rooms(
+            args.db,
+            args.samples,
+            counts,
+            args.only_rooms,
+            args.reseed,
+            args.time_limit,
+            args.seed_only,
+        )
+        if rooms_result is None:
+            return
+        result = rooms_result
+        png = save(f"wake_latency_rooms-{args.db}", result, report_rooms(result))
+        width = 4 + 1.4 * len(result["series"])
+    else:
+        result = run(args.db, args.samples)
+        png = save(f"wake_latency-{args.db}", result, report(result))
+        width = 8
+    if plot(result, png, width):
         print(f"plot: {png}")
 
 
