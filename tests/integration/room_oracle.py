@@ -595,6 +595,7 @@ def expected_state(v2: Entry, ctx: Context) -> tuple[set[str], list[set[str | No
         if "state_key" in last:
             end[(last["type"], last["state_key"])] = last["event_id"]
     window = facts.position.get(first["event_id"], len(facts.events))
+    undecided: set[StateKey] = set()
     for key, value in end.items():
         if value in v2.timeline_ids or facts.position.get(value, -1) <= window:
             continue
@@ -616,6 +617,7 @@ def expected_state(v2: Entry, ctx: Context) -> tuple[set[str], list[set[str | No
         else:
             options.add(None)
         either.append(options)
+        undecided.add(key)
     if "state_key" not in first:
         return state, either
     # Also part of difference 1: v2's state (after E) holds E itself when a later
@@ -630,8 +632,8 @@ def expected_state(v2: Entry, ctx: Context) -> tuple[set[str], list[set[str | No
     # value when it is new to the client: always on a first delivery, and on an
     # incremental answer when K changed between the previous position and the start of
     # the timeline.
-    if previous and wanted(key) and new_to_client(key, previous):
-        state.add(previous)
+    if previous and wanted(key) and key not in undecided and new_to_client(key, previous):
+        state.add(previous)  # (a key changed again, hidden, is one of the groups above)
     return state, either
 
 

@@ -12,6 +12,7 @@ Until room_data is served, every test fails with "room_data not served yet".
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from harness import MatrixUser
@@ -379,7 +380,12 @@ def test_full_state_once(server: Server) -> None:  # item 36
     entry = compared(probe.step(full_state=True), room)
     assert ("m.room.create", "") in state_types(entry)
     assert len(entry.timeline) == 1
-    # full_state applies to its request only: the next answer has nothing.
+    # full_state applies to its request only: the next request with {} waits and
+    # times out (a timeout reply is exactly {"next": since}).
+    since = probe.checkpoints[-1].v3_token
+    started = time.monotonic()
+    assert V3(users["me"]).ok({}, since=since, timeout=1000) == {"next": since}
+    assert time.monotonic() - started >= 0.9
     answer = probe.step()
     answer.assert_same()
     assert answer.ours == {}
