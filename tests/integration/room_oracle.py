@@ -982,7 +982,8 @@ class Probe:
     ``tolerate_not_served``: when room_data answers with a stream error, record it in
     ``not_served`` and go on with v2 alone (its prev_batch checks) instead of raising
     :class:`RoomDataNotServed`. ``cache_facts``: read the rooms' histories once until
-    :meth:`moved` is called, instead of for every question.
+    :meth:`moved` is called, instead of for every question. ``check_v2``: check v2's
+    own prev_batch continuation too (always done while room_data is not served).
     """
 
     def __init__(
@@ -995,6 +996,7 @@ class Probe:
         *,
         tolerate_not_served: bool = False,
         cache_facts: bool = False,
+        check_v2: bool = True,
     ) -> None:
         self.me = me
         self.fresh = server.login(me)
@@ -1006,6 +1008,7 @@ class Probe:
         self.tolerate_not_served = tolerate_not_served
         self.not_served: str | None = None
         self.cache_facts = cache_facts
+        self.check_v2 = check_v2
         self._facts: dict[str, RoomFacts] | None = None
 
     def moved(self) -> None:
@@ -1088,22 +1091,23 @@ class Probe:
                 Checkpoint(label, v2_body["next_batch"], v3_body["next"], snapshots)
             )
         self.answers.append(answer)
-        for room_id, entry in answer.v2.items():
-            if room_id in room_facts:
-                problems, quirk = check_continuation(
-                    user, self.observer, entry, room_facts[room_id], end_quirk=True
-                )
-                answer.oracle_problems += [f"v2 {room_id}: {p}" for p in problems]
-                answer.v2_end_prev_batch += quirk
-        if self.not_served is not None:
-            return answer  # v2 only from here on (see tolerate_not_served)
         try:
-            answer.ours = v3_entries(v3_body)
+            ours = v3_entries(v3_body) if self.not_served is None else None
         except RoomDataNotServed as e:
             if not self.tolerate_not_served:
                 raise
-            self.not_served = str(e)
-            return answer
+            self.not_served, ours = str(e), None
+        if self.check_v2 or ours is None:
+            for room_id, entry in answer.v2.items():
+                if room_id in room_facts:
+                    problems, quirk = check_continuation(
+                        user, self.observer, entry, room_facts[room_id], end_quirk=True
+                    )
+                    answer.oracle_problems += [f"v2 {room_id}: {p}" for p in problems]
+                    answer.v2_end_prev_batch += quirk
+        if ours is None:
+            return answer  # v2 only (see tolerate_not_served)
+        answer.ours = ours
         self._compare(answer, since, user, full_state, initial)
         return answer
 
