@@ -151,7 +151,7 @@ class RoomsMixin(TimelineMixin):
         # Limited when visible events precede the timeline, or when the interval was
         # not examined to its start (SPEC §9.6 allows that).
         limited = len(visible) > limit or not exhausted
-        timeline = visible[len(visible) - limit :] if limit else []
+        timeline = visible[-limit:] if limit else []
         start = upper
         if timeline:
             start = int(timeline[0].event.internal_metadata.stream_ordering) - 1
