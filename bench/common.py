@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -135,6 +136,16 @@ class Deadline:
             raise TimeoutError(f"time limit of {self.seconds:.0f} s reached ({what})")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``timeout``, ``kill``) into SystemExit, so that ``finally`` blocks
+    stop the Synapse a benchmark started and drop its database."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def progress(label: str, done: int, total: int, started: float, every: int) -> None:
     """Print ``label: done/total (rate/s, ~N s left)`` every ``every`` items and at the end."""
     if done % every and done != total:
@@ -224,6 +235,12 @@ def usage_diff(
         if delta.get("requests", 0) > 0:
             diff[key] = delta
     return diff
+
+
+def transaction_times(metrics_text: str) -> dict[str, float]:
+    """Seconds spent in database transactions since start-up, by ``desc``
+    (``synapse_storage_transaction_time_sum``)."""
+    return metric_counts(metrics_text, "synapse_storage_transaction_time_sum", "desc")
 
 
 def count_diff(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:

@@ -21,7 +21,13 @@ against Synapse's own v2 sync (``GET /_matrix/client/v3/sync``) in the same run:
     all and (d2) after a message in another room the user is in (the room stream
     moved). Listed next to v2 sync's incremental request (filtered to the 50 rooms),
     ``GET /account/whoami`` (Synapse's per-request cost: authentication) and an idle
-    window (background work).
+    window (background work). (d3): a long-poll (1.5 s) during which the user's other
+    room gets a message, which wakes the wait without data for the served rooms; its
+    transactions beyond those of the same send without a waiting long-poll.
+
+Every request of (a), (b) and (d) is also shown with what it used by Synapse's
+per-servlet request metrics: main-thread CPU time, database transactions and their
+time, time spent waiting for a database connection.
 
 Reports median and p95 per series, the ratios, the transactions per request by desc,
 writes the samples to bench/results/room_data-<db>.json (and .txt) and a plot next to
@@ -42,11 +48,13 @@ import argparse
 import dataclasses
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -54,6 +62,7 @@ from bench.common import (
     Deadline,
     boxplot_panels,
     count_diff,
+    exit_on_sigterm,
     percentile,
     progress,
     save,
@@ -62,6 +71,7 @@ from bench.common import (
     servlet_usage,
     synapse_version,
     transaction_counts,
+    transaction_times,
     usage_diff,
     usage_summary,
 )
@@ -78,6 +88,9 @@ V3_PATH = "/_matrix/client/v3/sync"
 SESSION_LOOKUP = "syncv3_load_session"
 #: Descs seen in fewer requests than this share are summed up in the report.
 MIN_SHOWN = 0.2
+#: The timeout of the (d3) long-polls, in ms.
+WAKE_TIMEOUT_MS = 1500
+D3_SEND_ALONE = "(d3) the send alone"
 
 Usage = dict[str, dict[str, float]]
 
@@ -168,28 +181,46 @@ def seed(hs: Homeserver, big_events: int, deadline: Deadline) -> dict[str, Any]:
 # -------------------------------------------------------------------- measure
 
 
+class Measured(NamedTuple):
+    result: Any
+    ms: float
+    #: Database transactions run meanwhile, by desc (whoever ran them), and "SQL <verb>"
+    #: statement counts.
+    txns: dict[str, int]
+    #: Milliseconds spent in those transactions, by desc.
+    txn_ms: dict[str, float]
+    #: What the requests that finished meanwhile used, per servlet.
+    usage: Usage
+
+
 class Meter:
-    """Times requests and reads Synapse's metrics around them: the database
-    transactions run meanwhile (by desc, whoever ran them) and what the finished
-    requests used (per servlet)."""
+    """Times requests and reads Synapse's metrics around them."""
 
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
 
-    def measure(self, fn: Callable[[], Any]) -> tuple[Any, float, dict[str, int], Usage]:
+    def measure(self, fn: Callable[[], Any]) -> Measured:
         before = self.hs.metrics()
         started = time.perf_counter()
         result = fn()
         ms = (time.perf_counter() - started) * 1000
         after = self.hs.metrics()
         txns = count_diff(transaction_counts(before), transaction_counts(after))
-        return result, ms, txns, usage_diff(servlet_usage(before), servlet_usage(after))
+        old_times, new_times = transaction_times(before), transaction_times(after)
+        txn_ms = {
+            desc: round((new_times[desc] - old_times.get(desc, 0.0)) * 1000, 3)
+            for desc in txns
+            if desc in new_times
+        }
+        usage = usage_diff(servlet_usage(before), servlet_usage(after))
+        return Measured(result, ms, txns, txn_ms, usage)
 
 
 class Series:
     def __init__(self) -> None:
         self.ms: dict[str, list[float]] = {}
         self.txns: dict[str, list[dict[str, int]]] = {}
+        self.txn_ms: dict[str, list[dict[str, float]]] = {}
         self.usage: dict[str, list[Usage]] = {}
 
     def declare(self, names: list[str]) -> None:
@@ -197,13 +228,15 @@ class Series:
         for name in names:
             self.ms.setdefault(name, [])
             self.txns.setdefault(name, [])
+            self.txn_ms.setdefault(name, [])
             self.usage.setdefault(name, [])
 
-    def add(self, name: str, measured: tuple[Any, float, dict[str, int], Usage]) -> None:
-        _, ms, txns, usage = measured
-        self.ms.setdefault(name, []).append(ms)
-        self.txns.setdefault(name, []).append(txns)
-        self.usage.setdefault(name, []).append(usage)
+    def add(self, name: str, measured: Measured) -> None:
+        self.declare([name])
+        self.ms[name].append(measured.ms)
+        self.txns[name].append(measured.txns)
+        self.txn_ms[name].append(measured.txn_ms)
+        self.usage[name].append(measured.usage)
 
 
 def first_delivery(
@@ -301,7 +334,7 @@ def old_since(
         for name in order:
             request, check, events = calls[name]
             measured = meter.measure(request)
-            check(measured[0], event_id, events)
+            check(measured.result, event_id, events)
             if i:
                 series.add(name, measured)
         if i:
@@ -310,7 +343,12 @@ def old_since(
 
 
 def quiet_requests(
-    hs: Homeserver, meta: dict[str, Any], requests: int, series: Series, deadline: Deadline
+    hs: Homeserver,
+    meta: dict[str, Any],
+    requests: int,
+    wakes: int,
+    series: Series,
+    deadline: Deadline,
 ) -> None:
     rooms: list[str] = meta["rooms"]
     big: str = meta["big"]
@@ -362,6 +400,50 @@ def quiet_requests(
         progress("(d)", i + 1, requests, started, 25)
         deadline.check("(d)")
 
+    def long_poll(api: str) -> None:
+        """A long-poll (1.5 s) during which the user's other room gets a message: it
+        wakes the user, gives no data to the served rooms, and the wait goes on."""
+        answers: list[dict[str, Any]] = []
+
+        def poll() -> None:
+            if api == "v3":
+                query = {"since": chain["v3"], "timeout": WAKE_TIMEOUT_MS}
+                answers.append(client.post(V3_PATH, {}, query=query).expect(200))
+            else:
+                answers.append(
+                    reader.v2_sync(since=chain["v2"], timeout=WAKE_TIMEOUT_MS, **v2_params)
+                )
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        time.sleep(0.3)
+        sender.send_message(big, "wakes the user, not the served rooms")
+        thread.join(30)
+        answer = answers[0]
+        if api == "v3":
+            assert answer == {"next": chain["v3"]}, answer  # the timeout reply
+        else:
+            assert not answer.get("rooms", {}).get("join"), answer["rooms"]
+            chain["v2"] = answer["next_batch"]
+
+    def send_alone() -> None:
+        # As long as a long-poll window, so that background work weighs the same.
+        started = time.monotonic()
+        time.sleep(0.3)
+        sender.send_message(big, "wakes nobody who waits")
+        time.sleep(max(0.0, WAKE_TIMEOUT_MS / 1000 - (time.monotonic() - started)))
+
+    print(f"(d3) long-polls woken by another room, {wakes} per series")
+    started = time.monotonic()
+    for i in range(wakes):
+        for api in ("v3", "v2") if i % 2 == 0 else ("v2", "v3"):
+            time.sleep(0.1)
+            series.add(f"(d3) {api} long-poll, other room", meter.measure(partial(long_poll, api)))
+        time.sleep(0.1)
+        series.add(D3_SEND_ALONE, meter.measure(send_alone))
+        progress("(d3)", i + 1, wakes, started, 5)
+        deadline.check("(d3)")
+
 
 def run(
     db: str,
@@ -388,7 +470,7 @@ def run(
         hs, meta = server.hs, server.meta
         first_delivery(hs, meta, samples, series, deadline)
         old_since(hs, meta, samples, series, deadline)
-        quiet_requests(hs, meta, requests, series, deadline)
+        quiet_requests(hs, meta, requests, max(10, requests // 5), series, deadline)
     finally:
         server.stop()
     return {
@@ -402,6 +484,7 @@ def run(
         "command": " ".join(["bench/run", "room_data.py", *sys.argv[1:]]),
         "series": series.ms,
         "transactions": series.txns,
+        "transaction_ms": series.txn_ms,
         "usage": series.usage,
     }
 
@@ -409,16 +492,24 @@ def run(
 # --------------------------------------------------------------------- report
 
 
-def txn_summary(samples: list[dict[str, int]]) -> tuple[float, float, dict[str, float]]:
-    """Mean transactions and SQL statements per request, and transactions per desc."""
+def txn_summary(
+    samples: list[dict[str, int]], times: list[dict[str, float]]
+) -> tuple[float, float, dict[str, float], dict[str, float]]:
+    """Per request (mean): transactions, SQL statements, transactions per desc, and
+    milliseconds per desc."""
     total: dict[str, int] = {}
+    total_ms: dict[str, float] = {}
     for sample in samples:
         for desc, n in sample.items():
             total[desc] = total.get(desc, 0) + n
+    for sample_ms in times:
+        for desc, ms in sample_ms.items():
+            total_ms[desc] = total_ms.get(desc, 0.0) + ms
     per = {desc: n / len(samples) for desc, n in sorted(total.items(), key=lambda kv: -kv[1])}
     statements = sum(n for desc, n in per.items() if desc.startswith("SQL "))
     transactions = {desc: n for desc, n in per.items() if not desc.startswith("SQL ")}
-    return sum(transactions.values()), statements, transactions
+    per_ms = {desc: ms / len(samples) for desc, ms in total_ms.items()}
+    return sum(transactions.values()), statements, transactions, per_ms
 
 
 def ratio(series: dict[str, list[float]], a: str, b: str) -> str:
@@ -442,17 +533,37 @@ def report(result: dict[str, Any]) -> str:
         ratio(series, "(b) v3 old since", "(b) v2 old since"),
         ratio(series, "(b) v3 fresh since", "(b) v2 fresh since"),
         "",
-        "database transactions per request (mean), by desc; SQL statements in them",
+        "per request (mean): database transactions run meanwhile, by desc (with their time), "
+        "and the SQL statements in them; and what the request itself used (per servlet)",
     ]
     for name, samples in result["transactions"].items():
-        total, statements, per = txn_summary(samples)
+        times = result["transaction_ms"][name]
+        if name == D3_SEND_ALONE:
+            continue
+        if name.startswith("(d3)"):
+            # The window holds the long-poll and the send that woke it: the send's
+            # transactions (measured alone) are taken off.
+            alone = txn_summary(result["transactions"][D3_SEND_ALONE], [])[2]
+            per = txn_summary(samples, times)[2]
+            extra = {desc: n - alone.get(desc, 0.0) for desc, n in per.items()}
+            lines.append(f"{name}: transactions beyond those of the send that woke it")
+            lines.extend(f"    {line}" for line in usage_summary(result["usage"][name]))
+            lines.extend(
+                f"    {n:>7.2f}  {desc}" for desc, n in extra.items() if abs(n) >= MIN_SHOWN
+            )
+            continue
+        total, statements, per, per_ms = txn_summary(samples, times)
         ms = statistics.median(series[name])
         lines.append(
             f"{name:<26}{total:>7.2f} transactions, {statements:.2f} statements "
             f"(median {ms:.1f} ms)"
         )
         lines.extend(f"    {line}" for line in usage_summary(result["usage"][name]))
-        lines.extend(f"    {n:>7.2f}  {desc}" for desc, n in per.items() if n >= MIN_SHOWN)
+        lines.extend(
+            f"    {n:>7.2f}  {desc} ({per_ms.get(desc, 0.0):.2f} ms)"
+            for desc, n in per.items()
+            if n >= MIN_SHOWN
+        )
         rest = {desc: n for desc, n in per.items() if n < MIN_SHOWN}
         if rest:
             lines.append(
@@ -499,6 +610,7 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=3600, help="seconds, seeding included")
     parser.add_argument("--seed-only", action="store_true", help="fill the cache, measure nothing")
     args = parser.parse_args()
+    exit_on_sigterm()
     if args.samples < 5 or args.quiet_requests < 5:
         parser.error("at least 5 samples and 5 quiet requests")
     result = run(

@@ -48,6 +48,7 @@ from bench.common import (
     Deadline,
     SeededServer,
     boxplot,
+    exit_on_sigterm,
     percentile,
     progress,
     save,
@@ -432,6 +433,7 @@ def main() -> None:
         "--seed-only", action="store_true", help="with --rooms: fill the cache, measure nothing"
     )
     args = parser.parse_args()
+    exit_on_sigterm()
     if args.samples < 50:
         parser.error("at least 50 samples per series")
     try:
