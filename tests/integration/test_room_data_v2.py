@@ -15,6 +15,8 @@ import os
 import time
 from typing import Any
 
+import pytest
+
 from harness import MatrixUser
 from harness.client import new_txn_id, quote
 from tests.integration.helpers import V3, Server
@@ -455,6 +457,10 @@ def test_replaying_the_since_of_a_first_delivery(server: Server) -> None:  # ite
 # item 78: the "room_list" room set -----------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="room_list is not served yet (its issue is open): the 'room_list' set stays empty",
+)
 def test_room_list_set(server: Server) -> None:  # item 78
     users, room = room_of(server)
     me, alice = users["me"], users["alice"]
