@@ -69,7 +69,7 @@ class History:
 
     def __post_init__(self) -> None:
         rng = self.rng = random.Random(self.seed)
-        self.length = rng.randint(15, 24)
+        self.length = rng.randint(14, 20)
         self.params = Params(
             timeline_limit=rng.choice((1, 2, 3, 3, 5, 5, 8, 20)),
             lazy_load_members=rng.random() < 0.25,

@@ -20,6 +20,14 @@ SPEC") have been applied to it:
 2. ``limited`` is true only when older history exists; v2 sets it for every newly
    joined room, even when the timeline starts at ``m.room.create``.
 
+v2 behaviours that SPEC does not share are normalised too, each where it is handled
+(expected_state, _compare_events, check_continuation, _compare_full_state_only):
+v2's state repeats the first timeline event when a later one changes its key; a state
+change hidden inside the window (history visibility) is either its value or the value
+at the start in v2 (set iteration order), both accepted; v2's ``state`` events have no
+``prev_content``; v2's prev_batch may lie inside the timeline (accepted only as v2's
+own self-check); a ``full_state`` answer also reports invited and left rooms.
+
 With lazy-loading, member state is compared as "ours ⊇ v2's and ours ⊆ senders+user"
 (SPEC §9.9 allows sending a member event again; v2's own member events of non-senders,
 its room summary's heroes and the member changes of a gappy sync, are left out of the

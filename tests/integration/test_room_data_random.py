@@ -1,9 +1,9 @@
 """room_data against Synapse's v2 sync on seeded random histories (SPEC §7.5, §9).
 
 Each history (tests/integration/histories.py) is one room with the syncing user, its
-creator and two or three others, 15 to 24 random actions, and checkpoints at which both
-protocols take since tokens. Compared with v2 (room_oracle.py, with SPEC's two
-deliberate differences applied to v2's answer):
+creator and two or three others, 14 to 20 random actions, and checkpoints at which both
+protocols take since tokens. Compared with v2 (room_oracle.py: SPEC's two deliberate
+differences, and the v2 behaviours SPEC does not share, applied to v2's answer):
 
 * the first delivery at the start (whatever the user's membership then is),
 * the chained incremental answer at each checkpoint and at the end (the first one

@@ -33,7 +33,7 @@ from tests.integration.room_oracle import (
 #: Events after the since of item 79 (which says 500): sending costs ~50 ms of
 #: Synapse's CPU per event, so the default run sends fewer, as many as still dwarf the
 #: timeline limit; SYNCV3_OLD_SINCE_EVENTS=500 runs the item as written.
-OLD_SINCE_EVENTS = int(os.environ.get("SYNCV3_OLD_SINCE_EVENTS", "150"))
+OLD_SINCE_EVENTS = int(os.environ.get("SYNCV3_OLD_SINCE_EVENTS", "100"))
 
 
 def room_of(
