@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import threading
@@ -518,6 +519,32 @@ def ratio(series: dict[str, list[float]], a: str, b: str) -> str:
     return f"{a} / {b}: median ratio {med:.2f}, p95 ratio {p95:.2f}"
 
 
+AGGREGATIONS = ("get_applicable_edits", "get_thread_summaries", "_get_references_for_events_txn")
+
+
+def aggregation_split(result: dict[str, Any]) -> list[str]:
+    """The old-since samples split by whether the bundled aggregations of the newest
+    event were read from the database during the request (whichever of v3 and v2 asks
+    first in a round pays them; the other finds them in Synapse's cache)."""
+    fresh = statistics.median(result["series"]["(b) v3 fresh since"])
+    lines = []
+    for api in ("v3", "v2"):
+        name = f"(b) {api} old since"
+        samples = zip(result["series"][name], result["transactions"][name], strict=True)
+        paid: list[float] = []
+        cached: list[float] = []
+        for ms, txns in samples:
+            (paid if any(txns.get(desc) for desc in AGGREGATIONS) else cached).append(ms)
+        parts = [
+            f"{label}: n={len(values)}, median {statistics.median(values):.1f} ms "
+            f"({statistics.median(values) / fresh:.2f} x v3 fresh)"
+            for label, values in (("aggregations read", paid), ("cached", cached))
+            if values
+        ]
+        lines.append(f"{name}, " + "; ".join(parts))
+    return lines
+
+
 def report(result: dict[str, Any]) -> str:
     series: dict[str, list[float]] = result["series"]
     timed = {k: v for k, v in series.items() if k.startswith(("(a)", "(b)"))}
@@ -532,6 +559,7 @@ def report(result: dict[str, Any]) -> str:
         ratio(series, "(b) v3 old since", "(b) v3 fresh since") + " (target <= 2)",
         ratio(series, "(b) v3 old since", "(b) v2 old since"),
         ratio(series, "(b) v3 fresh since", "(b) v2 fresh since"),
+        *aggregation_split(result),
         "",
         "per request (mean): database transactions run meanwhile, by desc (with their time), "
         "and the SQL statements in them; and what the request itself used (per servlet)",
@@ -609,8 +637,17 @@ def main() -> None:
     parser.add_argument("--reseed", action="store_true", help="seed again, ignoring the cache")
     parser.add_argument("--time-limit", type=float, default=3600, help="seconds, seeding included")
     parser.add_argument("--seed-only", action="store_true", help="fill the cache, measure nothing")
+    parser.add_argument(
+        "--report-from", type=Path, help="write the report and plot of a saved JSON result again"
+    )
     args = parser.parse_args()
     exit_on_sigterm()
+    if args.report_from is not None:
+        saved = json.loads(args.report_from.read_text())
+        png = save(f"room_data-{saved['db']}", saved, report(saved))
+        if plot(saved, png):
+            print(f"plot: {png}")
+        return
     if args.samples < 5 or args.quiet_requests < 5:
         parser.error("at least 5 samples and 5 quiet requests")
     result = run(
