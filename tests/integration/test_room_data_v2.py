@@ -159,6 +159,20 @@ def test_three_new_messages(server: Server) -> None:  # item 70
     assert entry.timeline_ids == sent and entry.limited is False and entry.state == []
 
 
+def test_exactly_timeline_limit_events(server: Server) -> None:  # SPEC §9.6
+    users, room = room_of(server)
+    everything = [event["event_id"] for event in history(users["alice"], room)]
+    probe = probe_of(server, users, room, timeline_limit=len(everything))
+    entry = compared(probe.start(), room)
+    assert entry.timeline_ids == everything and entry.limited is False
+    sent = messages(users["alice"], room, len(everything))
+    entry = compared(probe.step(), room)
+    assert entry.timeline_ids == sent and entry.limited is False and entry.state == []
+    sent = messages(users["alice"], room, len(everything) + 1)
+    entry = compared(probe.step(), room)
+    assert entry.timeline_ids == sent[1:] and entry.limited is True
+
+
 def test_gap_with_topic_change(server: Server) -> None:  # item 71
     users, room = room_of(server)
     probe = probe_of(server, users, room, timeline_limit=5)
