@@ -265,6 +265,8 @@ def usage_summary(samples: list[dict[str, dict[str, float]]]) -> list[str]:
     for key, total in totals.items():
         if seen[key] * 2 < len(samples) or not total.get("requests") or "Metrics" in key:
             continue
+        if "cpu_user_s" not in total:  # not a servlet
+            continue
         n = total["requests"]
         cpu = (total.get("cpu_user_s", 0.0) + total.get("cpu_sys_s", 0.0)) / n * 1000
         lines.append(
