@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -173,9 +174,14 @@ def seed_rooms(hs: Homeserver, counts: list[int], deadline: Deadline) -> dict[st
     return {"sender": dataclasses.asdict(sender.account), "users": users}
 
 
+#: The pseudo servlet under which a sample's room_data computations are recorded.
+COMPUTATIONS = "syncv3 room_data computations"
+
+
 def stream_computations(metrics_text: str) -> dict[str, float]:
     """How often sync v3 computed ``room_data`` and for how long in all (seconds), from
-    the module's ``synapse_syncv3_stream_duration_seconds``."""
+    the module's ``synapse_syncv3_stream_duration_seconds``. Read once the long-poll
+    waits and again after its answer, the difference is the computation(s) of the wake."""
     metric = "synapse_syncv3_stream_duration_seconds"
     return {
         "count": metric_counts(metrics_text, f"{metric}_count", "stream").get("room_data", 0.0),
@@ -227,10 +233,11 @@ class MessageBench:
         long-poll and the send used (Synapse's per-servlet metrics, read outside the
         timed span)."""
         self.catch_up(api)
-        text = self.hs.metrics()
-        before, computed_before = servlet_usage(text), stream_computations(text)
+        before = servlet_usage(self.hs.metrics())
         poll = LongPoll(self._v3_poll if api == "v3" else self._v2_poll)
         time.sleep(SETTLE)
+        # The long-poll waits now: what it computed so far was its first computation.
+        computed_before = stream_computations(self.hs.metrics())
         sent = time.perf_counter()
         event_id = self.sender.send_message(self.room, "wake up")
         sent_done = time.perf_counter()
@@ -248,7 +255,7 @@ class MessageBench:
         for key, value in computed.items():
             # The module's own timing of its stream computations, as a pseudo servlet.
             delta = value - computed_before.get(key, 0.0)
-            usage.setdefault("syncv3 room_data computations", {})[key] = delta
+            usage.setdefault(COMPUTATIONS, {})[key] = delta
         return (poll.arrived - sent) * 1000, (sent_done - sent) * 1000, usage
 
 
@@ -422,10 +429,17 @@ def report_rooms(result: dict[str, Any]) -> str:
             f"p95 {percentile(beyond['v2'], 95):.1f} ms"
         )
         for api in ("v3", "v2"):
-            lines.extend(
-                f"  {api} samples, {line}"
-                for line in usage_summary(result["usage"][f"{api} {count}"])
-            )
+            samples = result["usage"][f"{api} {count}"]
+            lines.extend(f"  {api} samples, {line}" for line in usage_summary(samples))
+            runs = [s[COMPUTATIONS] for s in samples if COMPUTATIONS in s]
+            computations = sum(run["count"] for run in runs)
+            if computations:
+                each = sum(run["seconds"] for run in runs) / computations * 1000
+                lines.append(
+                    f"  {api} samples, room_data computed {computations / len(samples):.1f} "
+                    f"times per wake, {each:.1f} ms each (mean; the module's "
+                    "synapse_syncv3_stream_duration_seconds)"
+                )
     return "\n".join(lines)
 
 
@@ -450,8 +464,19 @@ def main() -> None:
     parser.add_argument(
         "--seed-only", action="store_true", help="with --rooms: fill the cache, measure nothing"
     )
+    parser.add_argument(
+        "--report-from",
+        type=Path,
+        help="write the report and plot of a saved --rooms result (JSON) again",
+    )
     args = parser.parse_args()
     exit_on_sigterm()
+    if args.report_from is not None:
+        saved = json.loads(args.report_from.read_text())
+        png = save(f"wake_latency_rooms-{saved['db']}", saved, report_rooms(saved))
+        if plot(saved, png, 4 + 1.4 * len(saved["series"])):
+            print(f"plot: {png}")
+        return
     if args.samples < 50:
         parser.error("at least 50 samples per series")
     try:
