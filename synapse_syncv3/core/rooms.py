@@ -110,7 +110,6 @@ def plan_room(
 def state_section(
     *,
     start: StateIds,
-    end: StateIds,
     previous: StateIds,
     timeline_ids: Collection[str],
     patterns: Iterable[Sequence[str]],
@@ -118,28 +117,26 @@ def state_section(
 ) -> dict[StateKey, str]:
     """The ``state`` of a room entry (SPEC §9.2, §9.9).
 
-    ``start`` is the state before the first timeline event, ``end`` the state at the
-    end of the interval, ``previous`` what the client has (empty for a first delivery
-    or ``full_state``), ``timeline_ids`` the ids of the events in the timeline.
-    Entries are those of ``start`` and ``end`` the client does not have and the
-    timeline does not carry; where both differ for a key, the end wins (a state
-    change the timeline does not show, such as one by an ignored user, is not lost).
-    With lazy-loading (``lazy_members`` = timeline senders and the user), member
-    events are those of these users as of the start, even when sent before.
+    ``start`` is the state before the first timeline event (at the end of the interval
+    for an empty timeline), ``previous`` what the client has (empty for a first
+    delivery or ``full_state``), ``timeline_ids`` the ids of the events in the
+    timeline. Entries are those of ``start`` the client does not have, never an event
+    of the timeline. With lazy-loading (``lazy_members`` = timeline senders and the
+    user), member events are those of these users as of the start, even when sent
+    before.
     """
     patterns = [tuple(p) for p in patterns]
     known = set(previous.values())
     timeline = set(timeline_ids)
     result: dict[StateKey, str] = {}
-    for source in (start, end):
-        for key, event_id in source.items():
-            if event_id in timeline:
-                continue
-            if key[0] == MEMBER and lazy_members is not None:
-                if source is start and key[1] in lazy_members:
-                    result[key] = event_id  # always, as of the start (SPEC §9.9)
-                continue
-            if event_id in known or not state_matches(patterns, key):
-                continue
-            result[key] = event_id
+    for key, event_id in start.items():
+        if event_id in timeline:
+            continue
+        if key[0] == MEMBER and lazy_members is not None:
+            if key[1] in lazy_members:
+                result[key] = event_id  # always, as of the start (SPEC §9.9)
+            continue
+        if event_id in known or not state_matches(patterns, key):
+            continue
+        result[key] = event_id
     return result

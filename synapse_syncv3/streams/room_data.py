@@ -9,8 +9,8 @@ Per room (SPEC §9): what to say comes from :func:`synapse_syncv3.core.rooms.pla
 (membership now and its transitions in the interval); the timeline is the last
 ``timeline_limit`` visible events up to now or up to the user's leave; ``state`` is
 built by :func:`synapse_syncv3.core.rooms.state_section` from the state before the
-first timeline event, the state at the end of the interval and the state the client
-has, all read from Synapse's state storage.
+first timeline event and the state the client has, both read from Synapse's state
+storage.
 """
 
 from __future__ import annotations
@@ -194,7 +194,6 @@ class RoomDataStream(StreamDefaults):
             ctx.requester, room_id, upper=plan.upper, lower=plan.lower, limit=limit
         )
         start = await synapse.state_ids_at(room_id, timeline.start)
-        end = await synapse.state_ids_at(room_id, plan.upper)
         previous: dict[Any, str] = {}
         if not plan.first and not full_state and plan.lower is not None:
             previous = dict(await synapse.state_ids_at(room_id, plan.lower))
@@ -203,7 +202,6 @@ class RoomDataStream(StreamDefaults):
             lazy = {*timeline.senders, ctx.user_id}
         state = state_section(
             start=start,
-            end=end,
             previous=previous,
             timeline_ids=timeline.event_ids,
             patterns=params.get("state_events") or ALL_STATE,
