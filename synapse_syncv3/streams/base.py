@@ -172,6 +172,21 @@ class StreamDefaults:
         return None
 
 
+class RoomPositionMixin:
+    """For streams whose position is the room event stream position (an integer):
+    ``room_members`` and ``room_data``."""
+
+    def valid_position(self, raw: str) -> bool:
+        return bool(INT_POSITION_RE.fullmatch(raw))
+
+    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        bounded = await ctx.synapse.bound_room_position(int(raw))
+        return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
+
+    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
+        return bool(ctx.synapse.room_key(before) != ctx.synapse.room_key(after))
+
+
 class NoFieldsMixin(StreamDefaults):
     """For streams whose request object has no fields (SPEC §7.7–7.9)."""
 

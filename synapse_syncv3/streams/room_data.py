@@ -22,10 +22,9 @@ from synapse_syncv3.core import fields
 from synapse_syncv3.core.rooms import ALL_STATE, RoomPlan, plan_room, state_section
 from synapse_syncv3.errors import FORBIDDEN, bad_json, invalid_param
 from synapse_syncv3.streams.base import (
-    INT_POSITION_RE,
     JsonDict,
-    LoadedPosition,
     ParsedStreamParams,
+    RoomPositionMixin,
     StreamContext,
     StreamDefaults,
     StreamRequest,
@@ -38,7 +37,7 @@ ROOM_LIST_SET = "room_list"
 FORBIDDEN_ERROR = {"errcode": FORBIDDEN, "error": "You have no membership in this room"}
 
 
-class RoomDataStream(StreamDefaults):
+class RoomDataStream(RoomPositionMixin, StreamDefaults):
     name: ClassVar[str] = "room_data"
     code: ClassVar[str] = "r"
 
@@ -91,16 +90,6 @@ class RoomDataStream(StreamDefaults):
                 params.get("timeline_limit"), DEFAULT_TIMELINE_LIMIT, limits.room_data_timeline
             )
         }
-
-    def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.fullmatch(raw))
-
-    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
-        bounded = await ctx.synapse.bound_room_position(int(raw))
-        return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
-
-    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
-        return ctx.synapse.room_key(before) != ctx.synapse.room_key(after)
 
     async def _room_set(self, ctx: StreamContext, params: JsonDict) -> list[str]:
         room_ids = params["room_ids"]

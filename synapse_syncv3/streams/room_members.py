@@ -14,7 +14,7 @@ pages of a snapshot pinned at the stream's position, then as member events.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from synapse_syncv3.config import MaxLimits
 from synapse_syncv3.core import fields
@@ -28,10 +28,9 @@ from synapse_syncv3.core.members import (
 )
 from synapse_syncv3.errors import FORBIDDEN, bad_json, invalid_param
 from synapse_syncv3.streams.base import (
-    INT_POSITION_RE,
     JsonDict,
-    LoadedPosition,
     ParsedStreamParams,
+    RoomPositionMixin,
     StreamContext,
     StreamDefaults,
     StreamRequest,
@@ -46,7 +45,7 @@ FORBIDDEN_ERROR = {
 }
 
 
-class RoomMembersStream(StreamDefaults):
+class RoomMembersStream(RoomPositionMixin, StreamDefaults):
     name: ClassVar[str] = "room_members"
     code: ClassVar[str] = "m"
 
@@ -76,16 +75,6 @@ class RoomMembersStream(StreamDefaults):
             ),
             "sort": params.get("sort", "by_pl"),
         }
-
-    def valid_position(self, raw: str) -> bool:
-        return bool(INT_POSITION_RE.fullmatch(raw))
-
-    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
-        bounded = await ctx.synapse.bound_room_position(int(raw))
-        return LoadedPosition(value=ctx.synapse.room_key(bounded), wait_for=bounded)
-
-    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
-        return ctx.synapse.room_key(before) != ctx.synapse.room_key(after)
 
     @staticmethod
     def _cursor(params: JsonDict, request: StreamRequest) -> Cursor | None:
