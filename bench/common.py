@@ -10,6 +10,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +160,30 @@ def synapse_version() -> str:
     import synapse
 
     return str(synapse.__version__).split()[0]
+
+
+def module_version() -> str:
+    """The commit of synapse_syncv3 that a benchmark measures (the working tree is what
+    Synapse imports), with ``+modified`` when synapse_syncv3/ differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "synapse_syncv3"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+modified" if dirty else "")
 
 
 # ------------------------------------------------------ Synapse's own metrics

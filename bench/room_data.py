@@ -64,6 +64,7 @@ from bench.common import (
     boxplot_panels,
     count_diff,
     exit_on_sigterm,
+    module_version,
     percentile,
     progress,
     save,
@@ -477,6 +478,7 @@ def run(
     return {
         "db": db,
         "synapse": synapse_version(),
+        "module": module_version(),
         "samples": samples,
         "quiet_requests": requests,
         "big_events": big_events,
@@ -549,7 +551,8 @@ def report(result: dict[str, Any]) -> str:
     series: dict[str, list[float]] = result["series"]
     timed = {k: v for k, v in series.items() if k.startswith(("(a)", "(b)"))}
     lines = [
-        f"room_data on {result['db']}, matrix-synapse {result['synapse']}, "
+        f"room_data on {result['db']}, matrix-synapse {result['synapse']}, synapse-syncv3 "
+        f"{result.get('module', 'unknown')}, "
         f"{result['samples']} samples per series (a, b), {result['quiet_requests']} "
         f"requests per series (d): {result['command']}",
         "",

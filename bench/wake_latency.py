@@ -51,6 +51,7 @@ from bench.common import (
     boxplot,
     exit_on_sigterm,
     metric_counts,
+    module_version,
     percentile,
     progress,
     save,
@@ -392,6 +393,7 @@ def run_with_rooms(
         "db": db,
         "samples": samples,
         "synapse": synapse_version(),
+        "module": module_version(),
         "rooms": counts,
         "command": " ".join(["bench/run", "wake_latency.py", *sys.argv[1:]]),
         "series": series,
@@ -404,8 +406,9 @@ def report_rooms(result: dict[str, Any]) -> str:
     series = result["series"]
     lines = [
         f"Wake latency, send start -> long-poll response (ms), {result['db']}, "
-        f"matrix-synapse {result['synapse']}, n={result['samples']} per series "
-        f"(send: 2n, from the v3 and v2 samples): {result['command']}",
+        f"matrix-synapse {result['synapse']}, synapse-syncv3 {result.get('module', 'unknown')}, "
+        f"n={result['samples']} per series (send: 2n, from the v3 and v2 samples): "
+        f"{result['command']}",
         *series_table(series, 26),
     ]
     for kind in ("to_device", "typing"):
