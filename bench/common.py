@@ -163,12 +163,13 @@ def synapse_version() -> str:
 
 
 def module_version() -> str:
-    """The commit of synapse_syncv3 that a benchmark measures (the working tree is what
-    Synapse imports), with ``+modified`` when synapse_syncv3/ differs from it."""
+    """The last commit that changed synapse_syncv3/, which a benchmark measures (the
+    working tree is what Synapse imports), with ``+modified`` when the working tree's
+    synapse_syncv3/ differs from it."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", "log", "-1", "--format=%h", "--", "synapse_syncv3"],
             cwd=root,
             capture_output=True,
             text=True,
