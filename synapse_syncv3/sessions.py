@@ -20,7 +20,7 @@ from synapse_syncv3.compat import SynapseCompat
 from synapse_syncv3.config import SyncV3Config
 from synapse_syncv3.core.acks import deletable_up_to
 from synapse_syncv3.core.params import Params
-from synapse_syncv3.core.state import SessionState, decode_values
+from synapse_syncv3.core.state import SessionState, Snapshot, decode_values
 from synapse_syncv3.core.tokens import SinceToken, new_session_id
 from synapse_syncv3.errors import unknown_session
 from synapse_syncv3.store import LoadedSession, SessionStore, ToDeviceMark
@@ -93,11 +93,15 @@ class SessionManager:
         ) -> set[str]:
             return await self._store.read_sent_rooms(session_id, stream, up_to, after, room_ids)
 
+        async def read_snapshot(snapshot_id: str) -> Snapshot | None:
+            return await self._store.read_snapshot(session_id, snapshot_id)
+
         return SessionState(
             since.state,
             decode_values(loaded.state_json),
             read_rooms,
             _ScopedCache(self._known_rooms, (session_id, since.state)),
+            read_snapshot,
         )
 
     async def start(self, user_id: str, device_id: str, params: Params) -> SessionRef:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import attrs
 
 from synapse_syncv3.core.acks import advance_confirmation
-from synapse_syncv3.core.state import SessionState, encode_values
+from synapse_syncv3.core.state import SessionState, Snapshot, encode_values
 from synapse_syncv3.errors import StorageTooNewError
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Schema version written by this release of the module.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: At least this many params versions are kept per session (SPEC §5.6).
 PARAMS_VERSIONS_KEPT = 20
@@ -83,7 +83,25 @@ SCHEMA_STEPS: Sequence[Sequence[str]] = (
         )
         """,
     ),
+    (
+        # room_list snapshots (SPEC §7.4, §10.3): the order and membership of the
+        # listed rooms at the anchor, one row per snapshot ("<j|i><room id>" lines),
+        # written with the state version of the response that took it.
+        """
+        CREATE TABLE IF NOT EXISTS syncv3_room_list_snapshots (
+            session_id TEXT NOT NULL,
+            snapshot_id TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            anchor TEXT NOT NULL,
+            rooms TEXT NOT NULL,
+            PRIMARY KEY (session_id, snapshot_id)
+        )
+        """,
+    ),
 )
+
+#: room_list snapshots kept per session (SPEC §10.3: at least the 2 most recent).
+SNAPSHOTS_KEPT = 4
 
 #: Tables holding rows of a session, keyed by ``session_id``; all are cleared when a
 #: session is deleted (SPEC §10.1). The sessions table itself comes last.
@@ -91,6 +109,7 @@ SESSION_TABLES = (
     "syncv3_params",
     "syncv3_stream_state",
     "syncv3_sent_rooms",
+    "syncv3_room_list_snapshots",
     "syncv3_sessions",
 )
 
@@ -406,6 +425,23 @@ class SessionStore:
 
         return await self._run("syncv3_read_sent_rooms", txn_func)  # type: ignore[no-any-return]
 
+    async def read_snapshot(self, session_id: str, snapshot_id: str) -> Snapshot | None:
+        """A room_list snapshot of the session, or None if it is not retained."""
+
+        def txn_func(txn: Any) -> Snapshot | None:
+            txn.execute(
+                "SELECT anchor, rooms FROM syncv3_room_list_snapshots"
+                " WHERE session_id = ? AND snapshot_id = ?",
+                (session_id, snapshot_id),
+            )
+            row = txn.fetchone()
+            if row is None:
+                return None
+            rooms, invites = Snapshot.decode_rooms(str(row[1]))
+            return Snapshot(snapshot_id, str(row[0]), rooms, invites)
+
+        return await self._run("syncv3_read_snapshot", txn_func)  # type: ignore[no-any-return]
+
     async def persist_state(self, session_id: str, state: SessionState) -> int | None:
         """Write the changes of ``state`` as the session's next state version, in one
         transaction; returns that version, or None if the session is gone."""
@@ -435,6 +471,21 @@ class SessionStore:
                 "DELETE FROM syncv3_stream_state WHERE session_id = ? AND version <= ?",
                 (session_id, version - STATE_VERSIONS_KEPT),
             )
+            if changes.snapshots:
+                txn.execute_batch(
+                    "INSERT INTO syncv3_room_list_snapshots"
+                    " (session_id, snapshot_id, version, anchor, rooms) VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (session_id, s.snapshot_id, version, s.anchor, s.encode_rooms())
+                        for s in changes.snapshots
+                    ],
+                )
+                txn.execute(
+                    "DELETE FROM syncv3_room_list_snapshots WHERE session_id = ? AND version <="
+                    " (SELECT MIN(version) FROM (SELECT version FROM syncv3_room_list_snapshots"
+                    " WHERE session_id = ? ORDER BY version DESC LIMIT ?) AS kept) - 1",
+                    (session_id, session_id, SNAPSHOTS_KEPT),
+                )
             return version
 
         return await self._run("syncv3_persist_state", txn_func)  # type: ignore[no-any-return]

@@ -23,6 +23,8 @@ File                Synapse area
 ``timeline.py``     visibility filter and event serializer (1.152–1.156 / 1.157+)
 ``rooms.py``        room_data: memberships and their changes, timelines, state at
                     positions, stripped invite/knock state, prev_batch tokens
+``room_list.py``    room_list: listed rooms, sort inputs in bulk, names, member
+                    and unread counts, current state, latest events of many rooms
 ``ephemeral.py``    typing, receipts, presence
 ``account_data.py`` account data, tags, push rules
 ``devices.py``      device existence, to-device inbox, device lists, e2ee key counts
@@ -55,6 +57,7 @@ from synapse_syncv3.compat.http_glue import (
 from synapse_syncv3.compat.membership import MembershipMixin, MembershipView
 from synapse_syncv3.compat.notifier import NotifierMixin
 from synapse_syncv3.compat.positions import PositionsMixin
+from synapse_syncv3.compat.room_list import RoomListMixin
 from synapse_syncv3.compat.rooms import RoomsMixin
 from synapse_syncv3.compat.state import StateMixin
 from synapse_syncv3.compat.synapse_sql import DEVICE_EXISTS_SQL
@@ -83,6 +86,7 @@ class SynapseCompat(
     PositionsMixin,
     MembershipMixin,
     StateMixin,
+    RoomListMixin,
     RoomsMixin,
     TimelineMixin,
     EphemeralMixin,

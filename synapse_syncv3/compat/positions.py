@@ -148,6 +148,15 @@ class PositionsMixin(SynapseBase):
         key = await _bounded_multi_writer(key, token.receipt_key, id_gen)
         return token.copy_and_replace(StreamKeyType.RECEIPT, key)
 
+    async def bound_room_list_position(
+        self, room: int, receipt_stream: int, writers: Iterable[tuple[int, int]]
+    ) -> StreamToken:
+        """The current token with the room and receipt positions of a room_list
+        position (``<room>_<receipt>``), each bound quietly like the two above."""
+        room_token = await self.bound_room_position(room)
+        receipt_token = await self.bound_receipt_position(receipt_stream, writers)
+        return room_token.copy_and_replace(StreamKeyType.RECEIPT, receipt_token.receipt_key)
+
     async def bound_account_data_position(self, account_data: int, push_rules: int) -> StreamToken:
         """The current token with the account-data and push-rules positions replaced,
         each clamped to what this homeserver has allocated (quietly, like

@@ -12,6 +12,7 @@ range too.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from synapse.storage.database import make_in_list_sql_clause
@@ -91,3 +92,172 @@ async def member_event_ids_between(
         return [(event_id, int(position)) for event_id, position in cursor.fetchall()]
 
     return list(await store.db_pool.runInteraction("syncv3_member_events", txn))
+
+
+# -- room_list ----------------------------------------------------------------------
+
+
+def _in_list_batches(engine: Any, items: list[Any]) -> int:
+    """Items per ``IN`` clause: all at once on PostgreSQL (``= ANY``), within
+    SQLite's limit of bound variables otherwise."""
+    return max(1, len(items)) if isinstance(engine, PostgresEngine) else 500
+
+
+async def latest_events(store: Any, uppers: dict[str, int], per_room: int) -> list[tuple[str, str]]:
+    """(room id, event id) of the last ``per_room`` events at or before
+    ``uppers[room]`` of each room, newest first per room, in one statement (one
+    sub-select per room on the ``(room_id, stream_ordering)`` index; outliers and
+    rejected events left out)."""
+    rooms = sorted(uppers)
+    if not rooms:
+        return []
+
+    def txn(cursor: Any) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for chunk in batch_iter(rooms, 100):
+            parts: list[str] = []
+            args: list[Any] = []
+            for room_id in chunk:
+                parts.append(
+                    "SELECT * FROM (SELECT e.room_id, e.event_id, e.stream_ordering"
+                    " FROM events AS e LEFT JOIN rejections AS r ON r.event_id = e.event_id"
+                    " WHERE e.room_id = ? AND NOT e.outlier AND r.event_id IS NULL"
+                    " AND e.stream_ordering <= ? ORDER BY e.stream_ordering DESC LIMIT ?)"
+                    f" AS t{len(parts)}"
+                )
+                args.extend((room_id, uppers[room_id], per_room))
+            cursor.execute(" UNION ALL ".join(parts), args)
+            rows = sorted(cursor.fetchall(), key=lambda row: (row[0], -int(row[2])))
+            found.extend((room_id, event_id) for room_id, event_id, _ in rows)
+        return found
+
+    return list(await store.db_pool.runInteraction("syncv3_latest_events", txn))
+
+
+async def events_at_positions(store: Any, positions: list[int]) -> dict[int, str]:
+    """Event id of the event at each stream position (the unique
+    ``events.stream_ordering``)."""
+    engine = store.database_engine
+    wanted = sorted(set(positions))
+
+    def txn(cursor: Any) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for chunk in batch_iter(wanted, _in_list_batches(engine, wanted)):
+            clause, args = make_in_list_sql_clause(engine, "stream_ordering", chunk)
+            cursor.execute("SELECT stream_ordering, event_id FROM events WHERE " + clause, args)
+            found.update((int(position), event_id) for position, event_id in cursor.fetchall())
+        return found
+
+    return dict(await store.db_pool.runInteraction("syncv3_events_at_positions", txn))
+
+
+async def current_state_ids(
+    store: Any, room_ids: list[str], patterns: Any
+) -> dict[str, dict[tuple[str, str], str]]:
+    """Current state event ids of the rooms selected by ``state_events`` patterns
+    (``*`` wildcards), per room."""
+    engine = store.database_engine
+    conditions: list[str] = []
+    pattern_args: list[Any] = []
+    for event_type, state_key in patterns:
+        if event_type == "*" and state_key == "*":
+            conditions = ["1 = 1"]
+            pattern_args = []
+            break
+        if event_type == "*":
+            conditions.append("state_key = ?")
+            pattern_args.append(state_key)
+        elif state_key == "*":
+            conditions.append("type = ?")
+            pattern_args.append(event_type)
+        else:
+            conditions.append("(type = ? AND state_key = ?)")
+            pattern_args.extend((event_type, state_key))
+    where = " OR ".join(conditions)
+
+    def txn(cursor: Any) -> dict[str, dict[tuple[str, str], str]]:
+        found: dict[str, dict[tuple[str, str], str]] = {room_id: {} for room_id in room_ids}
+        for chunk in batch_iter(room_ids, 100):
+            clause, args = make_in_list_sql_clause(engine, "room_id", chunk)
+            cursor.execute(
+                "SELECT room_id, type, state_key, event_id FROM current_state_events"
+                f" WHERE {clause} AND ({where})",
+                [*args, *pattern_args],
+            )
+            for room_id, event_type, state_key, event_id in cursor.fetchall():
+                found[room_id][(event_type, state_key)] = event_id
+        return found
+
+    return dict(await store.db_pool.runInteraction("syncv3_current_state", txn))
+
+
+async def names_and_aliases(store: Any, room_ids: list[str]) -> dict[str, tuple[Any, Any]]:
+    """``(content.name of m.room.name, content.alias of m.room.canonical_alias)`` of
+    the current state of each room that has either (values as sent: any JSON)."""
+    engine = store.database_engine
+    if not room_ids:
+        return {}
+
+    def txn(cursor: Any) -> dict[str, tuple[Any, Any]]:
+        found: dict[str, tuple[Any, Any]] = {}
+        for chunk in batch_iter(room_ids, _in_list_batches(engine, room_ids)):
+            clause, args = make_in_list_sql_clause(engine, "c.room_id", chunk)
+            cursor.execute(
+                "SELECT c.room_id, c.type, j.json FROM current_state_events AS c"
+                " JOIN event_json AS j ON j.event_id = c.event_id"
+                f" WHERE {clause} AND c.state_key = ''"
+                " AND c.type IN ('m.room.name', 'm.room.canonical_alias')",
+                args,
+            )
+            for room_id, event_type, raw in cursor.fetchall():
+                try:
+                    content = json.loads(raw).get("content")
+                except (ValueError, AttributeError):
+                    continue
+                if not isinstance(content, dict):
+                    continue
+                name, alias = found.get(room_id, (None, None))
+                if event_type == "m.room.name":
+                    name = content.get("name")
+                else:
+                    alias = content.get("alias")
+                found[room_id] = (name, alias)
+        return found
+
+    return dict(await store.db_pool.runInteraction("syncv3_room_names", txn))
+
+
+async def highlight_candidate_rooms(store: Any, user_id: str) -> set[str]:
+    """Rooms where the user may have unread highlights: a highlighting push action
+    after the user's unthreaded read receipt (a superset: threaded receipts and the
+    larger of the two receipt types can only lower the count, which the caller takes
+    from Synapse's exact per-room count)."""
+
+    def txn(cursor: Any) -> set[str]:
+        cursor.execute(
+            "SELECT DISTINCT a.room_id FROM event_push_actions AS a"
+            " WHERE a.user_id = ? AND a.highlight = 1 AND a.stream_ordering > COALESCE("
+            "   (SELECT MIN(r.event_stream_ordering) FROM receipts_linearized AS r"
+            "    WHERE r.user_id = a.user_id AND r.room_id = a.room_id"
+            "    AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id IS NULL),"
+            "   0)",
+            (user_id,),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    return set(await store.db_pool.runInteraction("syncv3_highlight_rooms", txn))
+
+
+async def own_receipt_rooms(store: Any, user_id: str, after: int, up_to: int) -> set[str]:
+    """Rooms where the user sent a read receipt with after < stream id <= up_to."""
+
+    def txn(cursor: Any) -> set[str]:
+        cursor.execute(
+            "SELECT DISTINCT room_id FROM receipts_linearized WHERE user_id = ?"
+            " AND receipt_type IN ('m.read', 'm.read.private')"
+            " AND stream_id > ? AND stream_id <= ?",
+            (user_id, after, up_to),
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+    return set(await store.db_pool.runInteraction("syncv3_own_receipts", txn))

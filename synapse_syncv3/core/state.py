@@ -145,6 +145,45 @@ class Lineage:
 register_value(Lineage)
 
 
+@attrs.frozen
+class Snapshot:
+    """A stored ``room_list`` snapshot (SPEC §7.4): the listed rooms in order with
+    their membership at the anchor (the stream position of the first page), and the
+    invite event of each invited room."""
+
+    snapshot_id: str
+    anchor: str
+    #: (room id, membership: "join" or "invite"), in list order.
+    rooms: tuple[tuple[str, str], ...]
+    #: room id -> invite event id, for the invited rooms.
+    invites: Mapping[str, str] = attrs.field(factory=dict)
+
+    def encode_rooms(self) -> str:
+        """One line per room: ``j<room id>`` or ``i<room id>\t<invite event id>``."""
+        lines = []
+        for room_id, membership in self.rooms:
+            if membership == "invite":
+                lines.append(f"i{room_id}\t{self.invites.get(room_id, '')}")
+            else:
+                lines.append(f"j{room_id}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def decode_rooms(text: str) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+        rooms: list[tuple[str, str]] = []
+        invites: dict[str, str] = {}
+        for line in text.split("\n"):
+            if not line:
+                continue
+            if line[0] == "i":
+                room_id, _, event_id = line[1:].partition("\t")
+                rooms.append((room_id, "invite"))
+                invites[room_id] = event_id
+            else:
+                rooms.append((line[1:], "join"))
+        return tuple(rooms), invites
+
+
 def encode_values(values: Mapping[str, StateValue]) -> str:
     return json.dumps(
         {key: value.to_json() for key, value in values.items()},
@@ -175,12 +214,22 @@ class StateChanges:
     rooms: Mapping[str, frozenset[str]]
     #: Streams whose room set starts again with this version.
     cleared: frozenset[str]
+    #: ``room_list`` snapshots taken by this response.
+    snapshots: tuple[Snapshot, ...] = ()
 
 
 #: ``read_rooms(stream, up_to_version, after_version, room_ids or None)``: the rooms of
 #: a stream recorded in (after_version, up_to_version], restricted to ``room_ids``
 #: when given.
 RoomReader = Callable[[str, int, int, Collection[str] | None], Awaitable[set[str]]]
+
+
+#: ``read_snapshot(snapshot_id)``: a stored snapshot of the session, or None.
+SnapshotReader = Callable[[str], Awaitable["Snapshot | None"]]
+
+
+async def _no_snapshot(snapshot_id: str) -> Snapshot | None:
+    return None
 
 
 async def _no_rooms(
@@ -205,12 +254,15 @@ class SessionState:
         values: Mapping[str, StateValue] | None = None,
         read_rooms: RoomReader = _no_rooms,
         known_cache: KnownRoomsCache | None = None,
+        read_snapshot: SnapshotReader = _no_snapshot,
     ) -> None:
         #: The state version of ``since`` (0: none).
         self.version = version
         self._base = dict(values or {})
         self._values = dict(self._base)
         self._read_rooms = read_rooms
+        self._read_snapshot = read_snapshot
+        self._snapshots: list[Snapshot] = []
         self._sent: dict[str, set[str]] = {}
         self._cleared: set[str] = set()
         #: known_rooms answers of this version: what a version has received never
@@ -221,7 +273,9 @@ class SessionState:
     def fork(self) -> SessionState:
         """The same state as of ``since``, without this response's changes (each
         computation of a long-poll starts from the state of ``since``)."""
-        forked = SessionState(self.version, self._base, self._read_rooms)
+        forked = SessionState(
+            self.version, self._base, self._read_rooms, read_snapshot=self._read_snapshot
+        )
         forked._known = self._known
         return forked
 
@@ -284,11 +338,24 @@ class SessionState:
         self._cleared.add(stream)
         self._sent.pop(stream, None)
 
+    # -- snapshots -----------------------------------------------------------------
+
+    async def snapshot(self, snapshot_id: str) -> Snapshot | None:
+        """A snapshot this session stored (SPEC §10.3 retains the latest ones)."""
+        for taken in self._snapshots:
+            if taken.snapshot_id == snapshot_id:
+                return taken
+        return await self._read_snapshot(snapshot_id)
+
+    def add_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot taken by this response, stored with it."""
+        self._snapshots.append(snapshot)
+
     # -- changes -------------------------------------------------------------------
 
     @property
     def changed(self) -> bool:
-        return bool(self._cleared or self._sent or self._values != self._base)
+        return bool(self._cleared or self._sent or self._snapshots or self._values != self._base)
 
     def changes(self, new_version: int) -> StateChanges:
         """The changes as a new version ``new_version``: cleared sets start after the
@@ -312,4 +379,5 @@ class SessionState:
             values=values,
             rooms={stream: frozenset(rooms) for stream, rooms in self._sent.items()},
             cleared=frozenset(self._cleared),
+            snapshots=tuple(self._snapshots),
         )

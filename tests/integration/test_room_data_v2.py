@@ -15,8 +15,6 @@ import os
 import time
 from typing import Any
 
-import pytest
-
 from harness import MatrixUser
 from harness.client import new_txn_id, quote
 from tests.integration.helpers import V3, Server
@@ -471,10 +469,6 @@ def test_replaying_the_since_of_a_first_delivery(server: Server) -> None:  # ite
 # item 78: the "room_list" room set -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="room_list is not served yet (its issue is open): the 'room_list' set stays empty",
-)
 def test_room_list_set(server: Server) -> None:  # item 78
     users, room = room_of(server)
     me, alice = users["me"], users["alice"]
@@ -486,7 +480,6 @@ def test_room_list_set(server: Server) -> None:  # item 78
     body = V3(me).ok(
         {"room_list": {"limit": 2}, "room_data": {"room_ids": "room_list", "timeline_limit": 3}}
     )
-    assert "errcode" not in body["room_list"], f"room_list not served yet: {body['room_list']}"
     listed = [entry["room_id"] for entry in body["room_list"]["rooms"]]
     assert len(listed) == 2
     probe = probe_of(server, users, *rooms, timeline_limit=3)

@@ -127,4 +127,5 @@ async def state_at(backend: Backend, session_id: str, version: int) -> SessionSt
         lambda stream, up_to, after, ids: store.read_sent_rooms(
             session_id, stream, up_to, after, ids
         ),
+        read_snapshot=lambda snapshot_id: store.read_snapshot(session_id, snapshot_id),
     )

@@ -3,7 +3,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from synapse_syncv3.core.state import SessionState
+from synapse_syncv3.core.state import SessionState, Snapshot
 from synapse_syncv3.store import SESSION_TABLES, SweepResult
 from tests.store.conftest import Backend
 from tests.store.helpers import (
@@ -51,6 +51,7 @@ async def populate(
     state = SessionState()
     state.set(Marker(1))
     state.record_rooms("room_data", ["!a", "!b"])
+    state.add_snapshot(Snapshot("snap0001", "5_1", (("!a", "join"),)))
     assert await backend.store.persist_state(session_id, state) == 1
     for table in SESSION_TABLES:
         assert backend.db.count(table, session_id) > 0, (table, session_id)

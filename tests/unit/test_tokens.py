@@ -85,9 +85,13 @@ def test_malformed(codec: TokenCodec, value: str) -> None:
         codec.decode(value)
 
 
-def test_valid_position_for_not_yet_served_stream(codec: TokenCodec) -> None:
-    text = codec.encode(SinceToken(SID, 2, {"room_list": "0", "typing": "4"}))
-    assert codec.decode(text).positions == {"typing": "4", "room_list": "0"}
+def test_room_list_position_is_room_and_receipt(codec: TokenCodec) -> None:
+    for position in ("0_0", "1042_12", "1042_m12~1.14~2.13"):
+        text = codec.encode(SinceToken(SID, 2, {"room_list": position, "typing": "4"}))
+        assert codec.decode(text).positions == {"typing": "4", "room_list": position}
+    for bad in ("0", "1_", "_1", "01_1", "1_m1~1.1", "1_2_3"):
+        with pytest.raises(MalformedTokenError):
+            codec.decode(codec.encode(SinceToken(SID, 2, {"room_list": bad})))
 
 
 def test_encode_rejects_bad_values(codec: TokenCodec) -> None:

@@ -1,0 +1,76 @@
+"""room_list (SPEC §7.4): the core paths — first page, continuation pages, streaming
+changes, leaves — on both databases. The full SPEC checklist and the comparisons with
+v2 sync are in test_room_list.py."""
+
+from __future__ import annotations
+
+from tests.integration.helpers import V3, Server
+
+
+def ids(result: dict) -> list[str]:
+    return [room["room_id"] for room in result["room_list"]["rooms"]]
+
+
+def test_first_page_pages_and_streaming(server: Server) -> None:
+    alice, bob = server.user("Alice"), server.user("Bob")
+    rooms = []
+    for n in range(5):
+        room = bob.create_room(name=f"Room {n}")
+        alice.join(room) if False else None
+        bob.invite(room, alice.user_id)
+        alice.join(room)
+        rooms.append(room)
+    invite = bob.create_room(name="Invite")
+    bob.invite(invite, alice.user_id)
+    for room in rooms[:3]:
+        bob.send_message(room, "hello")
+    v3 = V3(alice)
+    first = v3.ok({"room_list": {"limit": 2, "timeline_limit": 1}})
+    listing = first["room_list"]
+    assert listing["count"] == 6
+    assert listing["limit"] == 2 and listing["sort"] == ["by_recency"]
+    assert ids(first) == [rooms[2], rooms[1]]
+    assert listing["rooms"][0]["timeline"][-1]["content"]["body"] == "hello"
+    seen = ids(first)
+    cursor = listing["p"]["next"]
+    since = first["next"]
+    bob.send_message(rooms[4], "between pages")
+    while cursor:
+        page = v3.ok({"room_list": {"limit": 2, "p": {"next": cursor}}}, since=since)
+        assert page["room_list"]["count"] == 6
+        seen += ids(page)
+        for entry in page["room_list"]["rooms"]:
+            if entry["room_id"] == invite:
+                assert entry["membership"] == "invite" and entry["name"] == "Invite"
+                assert set(entry) == {"room_id", "membership", "name", "invite_state", "timestamp"}
+        cursor = page["room_list"].get("p", {}).get("next")
+        since = page["next"]
+    assert sorted(seen) == sorted([*rooms, invite]) and len(seen) == 6
+    streaming = v3.ok({}, since=since)
+    assert ids(streaming) == [rooms[4]]
+    assert streaming["room_list"]["rooms"][0]["timeline"][-1]["content"]["body"] == "between pages"
+    # Nothing new: a timeout reply.
+    assert v3.ok({}, since=streaming["next"], timeout=300) == {"next": streaming["next"]}
+    # A kick: reported once as leave, then never again.
+    bob._call("POST", f"/rooms/{rooms[0]}/kick", {"user_id": alice.user_id})
+    kicked = v3.ok({}, since=streaming["next"])
+    entry = kicked["room_list"]["rooms"][0]
+    assert entry["room_id"] == rooms[0] and entry["membership"] == "leave"
+    assert entry["timeline"][-1]["type"] == "m.room.member"
+    assert kicked["room_list"]["count"] == 5
+    bob.send_message(rooms[0], "after the kick")
+    assert v3.ok({}, since=kicked["next"], timeout=300) == {"next": kicked["next"]}
+
+
+def test_cursor_errors(server: Server) -> None:
+    alice = server.user()
+    for _ in range(3):
+        alice.create_room()
+    v3 = V3(alice)
+    first = v3.ok({"room_list": {"limit": 1}})
+    cursor = first["room_list"]["p"]["next"]
+    for bad in ("garbage", cursor[:-1] + "9", "l1.AAAAAAAA.1"):
+        error = v3.error({"room_list": {"limit": 1, "p": {"next": bad}}}, since=first["next"])
+        assert error.status == 400 and error.errcode == "M_INVALID_PARAM", bad
+    second = v3.ok({"room_list": {"limit": 1, "p": {"next": cursor}}}, since=first["next"])
+    assert len(ids(second)) == 1

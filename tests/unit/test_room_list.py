@@ -1,0 +1,135 @@
+"""The pure room-list core (SPEC §7.4): sort order, names, positions, cursors, pages."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synapse_syncv3.core.room_list import (
+    Cursor,
+    NameParts,
+    PendingRooms,
+    SortKeys,
+    cut,
+    invite_name,
+    join_position,
+    page_of,
+    room_name,
+    sort_rooms,
+    split_position,
+)
+from synapse_syncv3.core.state import Snapshot
+
+
+def test_recency_newest_first_then_room_id() -> None:
+    keys = SortKeys(recency={"!a": 5, "!b": 9, "!c": 5})
+    assert sort_rooms(["!c", "!a", "!b"], ["by_recency"], keys) == ["!b", "!a", "!c"]
+
+
+def test_three_key_sort_with_ties() -> None:
+    keys = SortKeys(
+        recency={"!a": 1, "!b": 2, "!c": 3, "!d": 4},
+        names={"!a": "Same", "!b": "same", "!c": "Other", "!d": None},
+        notifications={"!a": 2, "!b": 2, "!c": 2},
+    )
+    sort = ["by_notification_count", "by_name", "by_recency"]
+    # Equal counts -> names ("other" < "same"), equal lowercased names -> recency;
+    # !d has no unread and no name.
+    assert sort_rooms(["!a", "!b", "!c", "!d"], sort, keys) == ["!c", "!b", "!a", "!d"]
+
+
+def test_by_name_null_last_and_case_insensitive() -> None:
+    keys = SortKeys(names={"!a": None, "!b": "beta", "!c": "Alpha", "!d": ""})
+    assert sort_rooms(["!a", "!b", "!c", "!d"], ["by_name"], keys) == ["!d", "!c", "!b", "!a"]
+
+
+def test_highlights_then_room_id() -> None:
+    keys = SortKeys(highlights={"!b": 1})
+    assert sort_rooms(["!c", "!a", "!b"], ["by_highlight_count"], keys) == ["!b", "!a", "!c"]
+
+
+def test_unknown_sort_is_a_bug() -> None:
+    with pytest.raises(ValueError):
+        sort_rooms(["!a"], ["by_size"], SortKeys())
+
+
+@given(st.lists(st.text(min_size=1, max_size=5), unique=True), st.randoms())
+def test_sort_is_a_total_order(rooms: list[str], rnd: object) -> None:
+    keys = SortKeys(recency={r: len(r) for r in rooms}, names={r: r[:1] for r in rooms})
+    shuffled = list(rooms)
+    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    sort = ["by_name", "by_recency"]
+    assert sort_rooms(shuffled, sort, keys) == sort_rooms(rooms, sort, keys)
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        (NameParts(name="Design"), "Design"),
+        (NameParts(name="", alias="#a:b"), "#a:b"),
+        (NameParts(name=5, alias="not-an-alias", heroes=("Bob",), others=1), "Bob"),
+        (NameParts(heroes=("Bob", "Carol"), others=2), "Bob and Carol"),
+        (NameParts(heroes=("Bob", "Carol", "Dan"), others=7), "Bob and 6 others"),
+        (NameParts(), "Empty Room"),
+        (NameParts(heroes=(), others=3), "Empty Room"),
+    ],
+)
+def test_room_name(parts: NameParts, expected: str) -> None:
+    assert room_name(parts) == expected
+
+
+def test_invite_name() -> None:
+    member = {"type": "m.room.member", "state_key": "@me:x", "content": {}}
+    named = {"type": "m.room.name", "state_key": "", "content": {"name": "Party"}}
+    assert invite_name([named, member]) == "Party"
+    assert invite_name([member]) is None
+    assert invite_name([{**named, "content": {"name": ""}}]) is None
+    assert invite_name([{**named, "content": "x"}, "junk"]) is None
+
+
+def test_positions() -> None:
+    assert split_position(join_position(12, "m3~1.4")) == (12, "m3~1.4")
+    for bad in ("12", "12_", "a_1", "012_1", "1_2_3", "1_ m2"):
+        assert split_position(bad) is None
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    cursor = Cursor("abcdEF-_", 40)
+    assert Cursor.decode(cursor.encode()) == cursor
+    for bad in (
+        "",
+        "l1.abc.1",
+        "l1.abcdEFGH.0",
+        "l1.abcdEFGH.01",
+        "m1.abcdEFGH.1",
+        "l1.abcdEFG!.1",
+    ):
+        assert Cursor.decode(bad) is None
+
+
+def test_pages_cover_the_snapshot() -> None:
+    rooms = tuple((f"!{n}", "join") for n in range(7))
+    seen = []
+    offset: int | None = 0
+    while offset is not None:
+        page = page_of(rooms, offset, 2)
+        seen.extend(page.rooms)
+        offset = page.next_offset
+    assert tuple(seen) == rooms
+    assert page_of((), 0, 5).rooms == () and page_of((), 0, 5).next_offset is None
+    with pytest.raises(IndexError):
+        page_of(rooms, 7, 2)
+
+
+def test_snapshot_rooms_encoding() -> None:
+    snapshot = Snapshot("id", "1_1", (("!a:x", "join"), ("!b:x", "invite")), {"!b:x": "$e"})
+    rooms, invites = Snapshot.decode_rooms(snapshot.encode_rooms())
+    assert rooms == snapshot.rooms and invites == {"!b:x": "$e"}
+
+
+def test_cut_and_pending() -> None:
+    reported, rest = cut(["!a", "!b", "!c"], 2)
+    assert reported == ["!a", "!b"] and rest == ("!c",)
+    assert PendingRooms.from_json(PendingRooms(rest).to_json()) == PendingRooms(("!c",))
+    assert PendingRooms.from_json({"rooms": ["!x", 3]}) == PendingRooms(("!x",))
