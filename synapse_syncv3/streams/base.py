@@ -198,34 +198,3 @@ class NoFieldsMixin(StreamDefaults):
 
     def negotiate(self, params: JsonDict, limits: MaxLimits) -> JsonDict:
         return {}
-
-
-class NotYetServedMixin(StreamDefaults):
-    """Compute side of a stream whose request syntax is validated and stored, but
-    whose data is not served by this version of the module yet.
-
-    The stream object is an error object (as SPEC §7.3 does for per-stream errors):
-    it appears on first delivery and whenever the stream key is in the body, is never
-    data, and never ends a wait. The params stay stored, so a later version of the
-    module serves the stream without the client changing anything.
-    """
-
-    name: ClassVar[str]
-
-    def valid_position(self, raw: str) -> bool:
-        return raw == "0"
-
-    async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
-        return LoadedPosition(value=0)
-
-    def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
-        return False
-
-    async def compute(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
-        return StreamResult(
-            position="0",
-            error={
-                "errcode": "M_UNRECOGNIZED",
-                "error": f"The {self.name} stream is not served by this version of synapse-syncv3",
-            },
-        )
