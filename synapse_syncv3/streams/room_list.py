@@ -64,6 +64,9 @@ DEFAULT_LIMIT = 20
 DEFAULT_TIMELINE_LIMIT = 1
 MAX_SORT_ENTRIES = 4
 
+#: The position releases that did not serve room_list put in their tokens.
+_UNSERVED_POSITION = "0"
+
 #: Names kept per (user, room), valid while the room has no newer event.
 NAME_CACHE_SIZE = 100_000
 
@@ -172,10 +175,16 @@ class RoomListStream(StreamDefaults):
     # -- position --------------------------------------------------------------------
 
     def valid_position(self, raw: str) -> bool:
+        if raw == _UNSERVED_POSITION:
+            return True
         split = split_position(raw)
         return split is not None and parse_receipt_position(split[1]) is not None
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
+        if raw == _UNSERVED_POSITION:
+            # Issued by a release that validated room_list without serving it: the
+            # stream has never been delivered, so this is its first delivery.
+            return LoadedPosition(value=None)
         split = split_position(raw)
         assert split is not None  # the token codec checked it with valid_position
         parsed = parse_receipt_position(split[1])

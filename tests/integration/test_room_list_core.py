@@ -4,7 +4,7 @@ v2 sync are in test_room_list.py."""
 
 from __future__ import annotations
 
-from tests.integration.helpers import V3, Server
+from tests.integration.helpers import V3, Server, with_position
 
 
 def ids(result: dict) -> list[str]:
@@ -74,3 +74,14 @@ def test_cursor_errors(server: Server) -> None:
         assert error.status == 400 and error.errcode == "M_INVALID_PARAM", bad
     second = v3.ok({"room_list": {"limit": 1, "p": {"next": cursor}}}, since=first["next"])
     assert len(ids(second)) == 1
+
+
+def test_token_of_a_release_that_did_not_serve_room_list(server: Server) -> None:
+    alice = server.user()
+    room = alice.create_room()
+    v3 = V3(alice)
+    first = v3.ok({"room_list": {}})
+    # Such releases put "0" as the room_list position: the list is delivered afresh.
+    old = with_position(first["next"], "room_list", "0")
+    again = v3.ok({}, since=old)
+    assert ids(again) == [room] and again["room_list"]["count"] == 1
