@@ -18,6 +18,7 @@ from synapse.module_api.errors import ConfigError
 from synapse_syncv3 import MIN_SYNAPSE_VERSION, errors
 from synapse_syncv3.compat import (
     DEVICE_EXISTS_SQL,
+    INBOX_HAS_MESSAGES_SQL,
     ObservableDeferred,
     SynapseCompat,
     SynapseError,
@@ -46,7 +47,12 @@ class SyncV3Module:
         self._config = config
         self._api = api
         self._synapse = SynapseCompat(api)
-        self._store = SessionStore(api.run_db_interaction, DEVICE_EXISTS_SQL)
+        self._store = SessionStore(
+            api.run_db_interaction,
+            DEVICE_EXISTS_SQL,
+            inbox_has_messages_sql=INBOX_HAS_MESSAGES_SQL,
+            postgres=self._synapse.database_is_postgres,
+        )
         self._sessions = SessionManager(
             config, self._store, self._synapse, api.get_current_time_msec
         )

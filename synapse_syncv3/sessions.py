@@ -18,7 +18,6 @@ import attrs
 from synapse_syncv3 import metrics
 from synapse_syncv3.compat import SynapseCompat
 from synapse_syncv3.config import SyncV3Config
-from synapse_syncv3.core.acks import deletable_up_to
 from synapse_syncv3.core.params import Params
 from synapse_syncv3.core.state import SessionState, Snapshot, decode_values
 from synapse_syncv3.core.tokens import SinceToken, new_session_id
@@ -55,8 +54,8 @@ class SessionManager:
         self._synapse = synapse
         self._clock_ms = clock_ms
         # Serialises, per device, session creation against "confirm, compute the
-        # minimum, delete", so that a session being created is never missed by a
-        # concurrent deletion in this process.
+        # minimum, delete" in this process. Across processes the store's per-device
+        # guard does the same (SessionStore); this lock only saves database waits.
         self._device_lock = synapse.make_linearizer("syncv3_device")
         #: known_rooms answers by (session, state version, stream, rooms): a version's
         #: rows never change, so a long-polling session asks the database once.
@@ -110,7 +109,7 @@ class SessionManager:
         :meth:`discard` it; if it succeeds, :meth:`admit` it."""
         session_id = new_session_id()
         async with self._device_lock.queue((user_id, device_id)):
-            await self._store.create_session(
+            pending = await self._store.create_session(
                 session_id=session_id,
                 user_id=user_id,
                 device_id=device_id,
@@ -118,6 +117,13 @@ class SessionManager:
                 wants_to_device=TO_DEVICE in params,
                 now_ms=self._clock_ms(),
             )
+            try:
+                # A deletion decided (on any worker) before this session existed:
+                # carry it out before the first delivery reads the inbox.
+                await self._delete_up_to(user_id, device_id, pending)
+            except BaseException:
+                await self._store.delete_session(session_id)
+                raise
         return SessionRef(session_id, 1, 0)
 
     async def admit(self, session: SessionRef, user_id: str, device_id: str) -> None:
@@ -151,9 +157,15 @@ class SessionManager:
         if TO_DEVICE not in new or TO_DEVICE in old:
             return None
         async with self._device_lock.queue((user_id, device_id)):
-            mark = await self._store.start_to_device(since.session_id)
-        if mark is None:
-            raise unknown_session()
+            started = await self._store.start_to_device(since.session_id, user_id, device_id)
+            if started is None:
+                raise unknown_session()
+            mark, pending = started
+            try:
+                await self._delete_up_to(user_id, device_id, pending)
+            except BaseException:
+                await self._store.restore_to_device(since.session_id, mark)
+                raise
         return mark
 
     async def unprotect(self, since: SinceToken, mark: ToDeviceMark) -> None:
@@ -210,8 +222,7 @@ class SessionManager:
             )
             if not recorded.session_exists:
                 raise unknown_session()
-            if recorded.confirmations is not None:
-                await self._delete_up_to(user_id, device_id, recorded.confirmations)
+            await self._delete_up_to(user_id, device_id, recorded.delete_up_to)
         return SessionRef(since.session_id, recorded.new_version or since.version, since.state)
 
     async def discard(self, session_id: str) -> None:
@@ -253,20 +264,27 @@ class SessionManager:
         metrics.ACTIVE_SESSIONS.set(await self._store.count_live_sessions(now_ms, self._ttl))
 
     async def _delete_confirmed_locked(self, user_id: str, device_id: str, now_ms: int) -> None:
-        confirmations = await self._store.to_device_confirmations(
-            user_id, device_id, now_ms, self._ttl
-        )
-        await self._delete_up_to(user_id, device_id, confirmations)
+        up_to = await self._store.decide_deletion(user_id, device_id, now_ms, self._ttl)
+        await self._delete_up_to(user_id, device_id, up_to)
 
-    async def _delete_up_to(
-        self, user_id: str, device_id: str, confirmations: list[int | None]
-    ) -> None:
-        up_to = deletable_up_to(confirmations)
+    async def _delete_up_to(self, user_id: str, device_id: str, up_to: int | None) -> None:
+        """Carry out a deletion the store decided (or handed back as pending) through
+        Synapse's own routine, then mark it done."""
         if up_to is None:
             return
+        if up_to > self._synapse.to_device_key(self._synapse.current_token()):
+            # Decided on a worker that is ahead of this one. Synapse's routine skips
+            # the deletion when this worker has seen no new message for the user
+            # since its last deletion, so catch up first (SPEC §13.3's limit).
+            token = await self._synapse.bound_to_device_position(up_to)
+            if not await self._synapse.wait_for_stream_token(token):
+                logger.warning(
+                    "Replication did not reach to-device position %d; deleting anyway", up_to
+                )
         deleted = await self._synapse.delete_to_device_messages(user_id, device_id, up_to)
         if deleted:
             metrics.TO_DEVICE_DELETED.inc(deleted)
+        await self._store.deletion_done(user_id, device_id, up_to)
 
 
 class _ScopedCache(MutableMapping[tuple[str, frozenset[str]], frozenset[str]]):

@@ -60,11 +60,12 @@ from synapse_syncv3.compat.positions import PositionsMixin
 from synapse_syncv3.compat.room_list import RoomListMixin
 from synapse_syncv3.compat.rooms import RoomsMixin
 from synapse_syncv3.compat.state import StateMixin
-from synapse_syncv3.compat.synapse_sql import DEVICE_EXISTS_SQL
+from synapse_syncv3.compat.synapse_sql import DEVICE_EXISTS_SQL, INBOX_HAS_MESSAGES_SQL
 from synapse_syncv3.compat.timeline import TimelineMixin
 
 __all__ = [
     "DEVICE_EXISTS_SQL",
+    "INBOX_HAS_MESSAGES_SQL",
     "JsonDict",
     "MembershipView",
     "ObservableDeferred",

@@ -4,7 +4,8 @@ linearizers, and Synapse's Twisted helpers for deferreds and logging contexts.
 
 Synapse area: ``HomeServer`` (``api._hs``), ``EventSources.get_current_token``,
 ``synapse.util.async_helpers`` (``Linearizer``, ``ObservableDeferred``),
-``synapse.logging.context``, ``synapse.types.UserID``.
+``synapse.logging.context``, ``synapse.types.UserID``, the database engine
+(``synapse.storage.engines.PostgresEngine``).
 
 Versions: the ``hs.get_*`` accessors used here, ``Linearizer(name, clock)``,
 ``ObservableDeferred``, ``make_deferred_yieldable`` and ``run_in_background`` are
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from synapse.logging.context import make_deferred_yieldable, run_in_background
+from synapse.storage.engines import PostgresEngine
 from synapse.types import StreamToken, UserID
 from synapse.util.async_helpers import Linearizer, ObservableDeferred
 
@@ -55,6 +57,11 @@ class SynapseBase:
     @property
     def clock(self) -> Any:
         return self._clock
+
+    @property
+    def database_is_postgres(self) -> bool:
+        """Whether the main database is PostgreSQL (else SQLite, one process)."""
+        return isinstance(self._store.database_engine, PostgresEngine)
 
     def make_linearizer(self, name: str) -> Linearizer:
         return Linearizer(name=name, clock=self._clock)

@@ -21,6 +21,7 @@ from synapse.util.iterutils import batch_iter
 
 __all__ = [
     "DEVICE_EXISTS_SQL",
+    "INBOX_HAS_MESSAGES_SQL",
     "ever_joined",
     "member_event_ids_between",
     "membership_rows",
@@ -30,6 +31,13 @@ __all__ = [
 #: exists in Synapse's ``devices`` table (read only; used by the session sweep).
 DEVICE_EXISTS_SQL = (
     "EXISTS (SELECT 1 FROM devices AS d WHERE d.user_id = s.user_id AND d.device_id = s.device_id)"
+)
+
+#: A row when the device's to-device inbox (``device_inbox``) holds a message at or
+#: below a position; arguments: user id, device id, position (read only; used when the
+#: store decides a to-device deletion, SPEC §8).
+INBOX_HAS_MESSAGES_SQL = (
+    "SELECT 1 FROM device_inbox WHERE user_id = ? AND device_id = ? AND stream_id <= ? LIMIT 1"
 )
 
 #: Row of :func:`membership_rows`: (event_id, user_id, membership, display_name).

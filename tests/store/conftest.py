@@ -159,7 +159,9 @@ class Backend:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.engine = db.engine
-        self.store = SessionStore(db.run_interaction, DEVICE_EXISTS_SQL)
+        self.store = SessionStore(
+            db.run_interaction, DEVICE_EXISTS_SQL, postgres=db.engine == "postgres"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -291,7 +291,9 @@ async def test_record_for_a_deleted_session(backend: Backend) -> None:
 async def test_start_and_restore_to_device(backend: Backend) -> None:
     await create(backend, "s1", wants_to_device=True)
     await record(backend, "s1", confirm_to_device=4)
-    mark = await backend.store.start_to_device("s1")
+    started = await backend.store.start_to_device("s1", USER, DEVICE)
+    assert started is not None
+    mark, _ = started
     assert mark == ToDeviceMark(wants_to_device=True, confirmed=4)
     assert await backend.store.to_device_confirmations(USER, DEVICE, T0, TTL) == [None]
     await backend.store.restore_to_device("s1", mark)
@@ -300,8 +302,9 @@ async def test_start_and_restore_to_device(backend: Backend) -> None:
 
 async def test_start_to_device_of_a_session_without_it(backend: Backend) -> None:
     await create(backend, "s1", wants_to_device=False)
-    mark = await backend.store.start_to_device("s1")
-    assert mark == ToDeviceMark(wants_to_device=False, confirmed=None)
+    started = await backend.store.start_to_device("s1", USER, DEVICE)
+    assert started == (ToDeviceMark(wants_to_device=False, confirmed=None), None)
+    mark = started[0]
     # From now on it holds back deletion...
     assert await backend.store.to_device_confirmations(USER, DEVICE, T0, TTL) == [None]
     loaded = await load(backend, "s1")
@@ -314,4 +317,4 @@ async def test_start_to_device_of_a_session_without_it(backend: Backend) -> None
 
 
 async def test_start_to_device_of_a_deleted_session(backend: Backend) -> None:
-    assert await backend.store.start_to_device("nope") is None
+    assert await backend.store.start_to_device("nope", USER, DEVICE) is None
