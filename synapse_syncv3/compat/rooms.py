@@ -4,8 +4,10 @@ Synapse's state storage, stripped invite/knock state, ``prev_batch`` tokens.
 
 Synapse area: the room stores (``get_rooms_for_local_user_where_membership_is``,
 ``get_membership_changes_for_user``, ``paginate_room_events_by_stream_ordering``,
-``get_rooms_that_changed``, ``check_if_events_in_current_state``, ``ignored_users``),
-``StateStorageController.get_state_ids_at``, ``synapse.visibility``, the relations
+``get_rooms_that_changed``, ``check_if_events_in_current_state``, ``ignored_users``,
+``get_last_event_id_in_room_before_stream_ordering``),
+``StateStorageController.get_state_ids_at`` and ``get_state_after_event``,
+``synapse.visibility``, the relations
 handler (bundled aggregations) and ``synapse.events.utils.strip_event``.
 
 Versions: every call here is unchanged from 1.152.0 to 1.163 (SYNAPSE-ROOMS.md §A2,
@@ -62,22 +64,31 @@ class RoomTimeline:
     #: an empty timeline): where the state of the entry is taken and ``prev_batch``
     #: points.
     start: int
+    #: The ``prev_events`` of the first timeline event (empty for an empty timeline):
+    #: whether it follows directly on the last event before the interval.
+    first_prev_ids: tuple[str, ...] = ()
 
 
 class RoomsMixin(TimelineMixin):
     """The room reads of ``room_data`` (SPEC §7.5, §9)."""
 
-    async def user_memberships(self, user_id: str) -> dict[str, CurrentMembership]:
+    async def user_memberships(
+        self, user_id: str, room_ids: Collection[str] | None = None
+    ) -> dict[str, CurrentMembership]:
         """The user's current membership of every room that has one (forgotten rooms
-        have none), with the membership event."""
+        have none), with the membership event; only of ``room_ids`` if given (the list
+        Synapse caches holds every room of the user: a long-poll woken for one room
+        does not build an entry for each of thousands)."""
         rooms = await self._store.get_rooms_for_local_user_where_membership_is(
             user_id, Membership.LIST
         )
+        wanted = None if room_ids is None else frozenset(room_ids)
         return {
             room.room_id: CurrentMembership(
                 room.membership, room.event_id, room.sender, int(room.event_pos.stream)
             )
             for room in rooms
+            if wanted is None or room.room_id in wanted
         }
 
     async def membership_changes(
@@ -161,6 +172,7 @@ class RoomsMixin(TimelineMixin):
             senders=frozenset(item.event.sender for item in timeline),
             limited=limited,
             start=start,
+            first_prev_ids=tuple(timeline[0].event.prev_event_ids()) if timeline else (),
         )
 
     async def serialized_timeline(
@@ -178,6 +190,8 @@ class RoomsMixin(TimelineMixin):
     async def serialized_state(self, requester: Any, event_ids: list[str]) -> list[JsonDict]:
         """State events in client format with ``unsigned.prev_content`` (SPEC §1.5), in
         the order of ``event_ids``."""
+        if not event_ids:
+            return []
         events = await self._store.get_events(event_ids, get_prev_content=True)
         present = [FilteredEvent.state(events[e]) for e in event_ids if e in events]
         return await self._serialize(requester, present)
@@ -188,6 +202,24 @@ class RoomsMixin(TimelineMixin):
         token = self._at_room_position(position)
         state = await self._hs.get_storage_controllers().state.get_state_ids_at(
             room_id, token, await_full_state=False
+        )
+        return {(str(t), str(k)): str(e) for (t, k), e in state.items()}
+
+    async def last_event_before(self, room_id: str, position: int) -> str | None:
+        """The id of the room's last event at or before ``position`` (None: none), the
+        event whose state :meth:`state_ids_at` returns (one query)."""
+        event_id = await self._store.get_last_event_id_in_room_before_stream_ordering(
+            room_id, end_token=RoomStreamToken(stream=position)
+        )
+        return str(event_id) if event_id else None
+
+    async def state_ids_after(self, event_id: str | None) -> dict[StateKey, str]:
+        """The room's state after ``event_id`` (empty for None), as :meth:`state_ids_at`
+        reads it at a position whose last event is ``event_id``."""
+        if event_id is None:
+            return {}
+        state = await self._hs.get_storage_controllers().state.get_state_after_event(
+            event_id, await_full_state=False
         )
         return {(str(t), str(k)): str(e) for (t, k), e in state.items()}
 

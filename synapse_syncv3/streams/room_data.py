@@ -10,12 +10,16 @@ Per room (SPEC §9): what to say comes from :func:`synapse_syncv3.core.rooms.pla
 ``timeline_limit`` visible events up to now or up to the user's leave; ``state`` is
 built by :func:`synapse_syncv3.core.rooms.state_section` from the state before the
 first timeline event and the state the client has, both read from Synapse's state
-storage.
+storage. An incremental timeline that is not limited and whose first event follows
+directly on the last event before the interval (its only ``prev_event``) needs neither:
+the state before it is the state the client has, so ``state`` is empty (lazy-loaded
+members aside). That is the common case of a long-poll woken by a message, and costs
+one query instead of the two state lookups.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from synapse_syncv3.config import MaxLimits
 from synapse_syncv3.core import fields
@@ -30,6 +34,9 @@ from synapse_syncv3.streams.base import (
     StreamRequest,
     StreamResult,
 )
+
+if TYPE_CHECKING:
+    from synapse_syncv3.compat.rooms import RoomTimeline
 
 DEFAULT_TIMELINE_LIMIT = 20
 ROOM_LIST_SET = "room_list"
@@ -119,7 +126,7 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
         if not candidates:
             return StreamResult(payload={"rooms": {}}, position=str(max(position or 0, now)))
 
-        memberships = await synapse.user_memberships(ctx.user_id)
+        memberships = await synapse.user_memberships(ctx.user_id, candidates)
         ignored = await synapse.ignored_users(ctx.user_id)
         entries: dict[str, JsonDict] = {}
         delivered: list[str] = []
@@ -182,13 +189,43 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
         timeline = await synapse.room_timeline(
             ctx.requester, room_id, upper=plan.upper, lower=plan.lower, limit=limit
         )
-        start = await synapse.state_ids_at(room_id, timeline.start)
-        previous: dict[Any, str] = {}
-        if not plan.first and not full_state and plan.lower is not None:
-            previous = dict(await synapse.state_ids_at(room_id, plan.lower))
         lazy = None
         if params.get("lazy_load_members"):
             lazy = {*timeline.senders, ctx.user_id}
+        incremental = not plan.first and not full_state and plan.lower is not None
+        last: str | None = None
+        if incremental and timeline.event_ids and not timeline.limited:
+            assert plan.lower is not None
+            last = await synapse.last_event_before(room_id, plan.lower)
+            if last is not None and timeline.first_prev_ids == (last,):
+                # The first timeline event follows directly on the last event the
+                # client has seen, so the state before it is the state the client
+                # has (SPEC §9.2: nothing differs, the changes are in the timeline;
+                # v2 sync's linear-timeline rule). Only lazy-loaded members are sent
+                # again, as of the start.
+                if lazy is None:
+                    return await self._entry(ctx, room_id, plan, timeline, {})
+                start = await synapse.state_ids_at(room_id, timeline.start)
+                return await self._entry(
+                    ctx,
+                    room_id,
+                    plan,
+                    timeline,
+                    state_section(
+                        start=start,
+                        previous=start,
+                        timeline_ids=timeline.event_ids,
+                        patterns=params.get("state_events") or ALL_STATE,
+                        lazy_members=lazy,
+                    ),
+                )
+        start = await synapse.state_ids_at(room_id, timeline.start)
+        previous: dict[Any, str] = {}
+        if incremental:
+            assert plan.lower is not None
+            if last is None:
+                last = await synapse.last_event_before(room_id, plan.lower)
+            previous = await synapse.state_ids_after(last)
         state = state_section(
             start=start,
             previous=previous,
@@ -196,8 +233,19 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
             patterns=params.get("state_events") or ALL_STATE,
             lazy_members=lazy,
         )
-        if not plan.first and not full_state and not timeline.event_ids and not state:
+        if incremental and not timeline.event_ids and not state:
             return None
+        return await self._entry(ctx, room_id, plan, timeline, state)
+
+    async def _entry(
+        self,
+        ctx: StreamContext,
+        room_id: str,
+        plan: RoomPlan,
+        timeline: RoomTimeline,
+        state: dict[Any, str],
+    ) -> JsonDict:
+        synapse = ctx.synapse
         return {
             "membership": plan.kind,
             "timeline": {
