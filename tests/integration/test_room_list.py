@@ -21,7 +21,7 @@ import pytest
 
 from harness import MatrixUser
 from harness.client import quote
-from tests.integration.helpers import V3, Server, after, timed
+from tests.integration.helpers import V3, Server, after, position_of, timed
 from tests.integration.room_oracle import follow_prev_batch, history
 
 JsonDict = dict[str, Any]
@@ -43,11 +43,6 @@ ROOM_FIELDS = {
 INVITE_FIELDS = {"room_id", "membership", "name", "invite_state", "timestamp"}
 ALIAS_RE = re.compile(r"^#.*:.+$")
 MEMBER = "m.room.member"
-
-#: Until the stream is served (it answers M_UNRECOGNIZED), every test fails in listing().
-pytestmark = pytest.mark.xfail(
-    strict=False, reason="room_list is not served yet (answers M_UNRECOGNIZED)"
-)
 
 
 # ------------------------------------------------------------------------- reading
@@ -89,6 +84,13 @@ def check_shape(entry: JsonDict) -> None:
         for event in entry["timeline"]:
             assert "room_id" not in event and event["event_id"].startswith("$"), event
     assert isinstance(entry["timestamp"], int), entry
+
+
+def same_position(token: str, other: str) -> bool:
+    """Whether two tokens hold the same room_list position (a continuation page
+    leaves it unchanged; the rest of the token, such as the version of the session's
+    stored state, may move)."""
+    return position_of(token, "room_list") == position_of(other, "room_list")
 
 
 def page(
@@ -325,8 +327,8 @@ def test_five_rooms_in_pages_of_two(server: Server) -> None:  # item 62
         started = time.monotonic()
         body = page(v3, params, pages[-1]["p"]["next"], since, timeout=10000)
         elapsed = time.monotonic() - started
-        assert elapsed < 3, "a continuation request never waits"
-        assert body["next"] == first["next"], "a continuation page leaves the position"
+        assert elapsed < 5, "a continuation request never waits"
+        assert same_position(body["next"], first["next"]), "a continuation page leaves it"
         pages.append(listing(body))
         since = body["next"]
     assert [len(p["rooms"]) for p in pages] == [2, 2, 1]
@@ -377,7 +379,7 @@ def test_pages_stay_fixed_while_the_rooms_change(server: Server) -> None:
     me.join(r[1])
     newcomer = bob.create_room(invite=[me.user_id], name="Seven new")
     body3 = page(v3, params, page2["p"]["next"], anchor, key="next")
-    assert body3["next"] == anchor
+    assert same_position(body3["next"], anchor)
     page3 = listing(body3)
     assert ids(page3) == expected_order[4:6] and page3["count"] == 7
     r2 = entry_of(page3, r[2])
@@ -465,7 +467,7 @@ def test_bad_cursors_change_nothing(server: Server) -> None:
 
     # Nothing changed: the first snapshot still pages from its anchor.
     second = page(v3, params, cursor, anchor)
-    assert second["next"] == anchor
+    assert same_position(second["next"], anchor)
     assert listing(second)["count"] == 3 and len(ids(listing(second))) == 1
     order = ids(listing(first)) + ids(listing(second))
     third = page(v3, params, listing(second)["p"]["next"], anchor)
@@ -497,6 +499,8 @@ def test_a_message_in_streaming_mode(server: Server) -> None:  # item 63
     assert entry["membership"] == "join" and event_ids(entry)[-1] == sent[0]
     assert (obj["limit"], obj["sort"], obj["timeline_limit"]) == (20, ["by_recency"], 1)
     wait_quiet(v3, woke["next"], 500)
+    # Replaying the older since gives the interval's data again (SPEC §4.5).
+    assert ids(listing(v3.ok({}, since=first["next"]))) == [busy]
 
 
 def test_a_limit_cut_loses_nothing(server: Server) -> None:
@@ -516,7 +520,7 @@ def test_a_limit_cut_loses_nothing(server: Server) -> None:
             break
         assert len(seen) < 6, f"changes still missing after {len(seen)} responses: {seen}"
         body, elapsed = ok_timed(v3, {}, since)
-        assert elapsed < 3, "the rest of a cut batch is data at once"
+        assert elapsed < 5, "the rest of a cut batch is data at once"
         obj = listing(body)
         assert 1 <= len(obj["rooms"]) <= 3 and obj["limit"] == 3 and obj["count"] == 10
         for entry in obj["rooms"]:
@@ -656,7 +660,7 @@ def test_sorts_with_ties_and_counts_like_v2(server: Server) -> None:  # item 65
     since = body["next"]
     for sort in cases:
         body, elapsed = ok_timed(v3, {"room_list": {"sort": sort}}, since)
-        assert elapsed < 3, f"a reset ({sort}) is data at once"
+        assert elapsed < 5, f"a reset ({sort}) is data at once"
         obj = listing(body)
         assert obj["sort"] == sort and obj["count"] == 5
         assert ids(obj) == expected(sort), sort
@@ -790,7 +794,7 @@ def test_state_events_and_the_timeline_cap(server: Server) -> None:  # item 67
     since = body["next"]
     for wanted in filters:
         body, elapsed = ok_timed(v3, {"room_list": {"state_events": wanted}}, since)
-        assert elapsed < 3
+        assert elapsed < 5
         obj = listing(body)
         for entry in obj["rooms"]:
             expected = {
@@ -801,6 +805,16 @@ def test_state_events_and_the_timeline_cap(server: Server) -> None:  # item 67
             assert {e["event_id"] for e in entry["state_events"]} == expected, wanted
         since = body["next"]
 
+    # timeline_limit 0: no events, and prev_batch continues from the end (SPEC §9.7).
+    body, elapsed = ok_timed(v3, {"room_list": {"timeline_limit": 0}}, since)
+    assert elapsed < 5
+    obj = listing(body)
+    assert obj["timeline_limit"] == 0
+    for entry in obj["rooms"]:
+        assert entry["timeline"] == []
+        latest = history(me, entry["room_id"])[-1]["event_id"]
+        assert follow_prev_batch(me, entry["room_id"], entry["prev_batch"], 1) == [latest]
+
 
 # ------------------------------------------------------- the room set of room_data
 
@@ -810,7 +824,8 @@ def test_room_data_follows_the_room_list(server: Server) -> None:  # item 78
     rooms = [room_for(alice, me, name=f"Set {n}") for n in range(3)]
     v3 = V3(me)
     params = {"limit": 2}
-    first = v3.ok({"room_list": params, "room_data": {"room_ids": "room_list"}})
+    room_data = {"room_ids": "room_list", "timeline_limit": 3}
+    first = v3.ok({"room_list": params, "room_data": room_data})
     listed = ids(listing(first))
     assert len(listed) == 2
     assert "errcode" not in first["room_data"], first["room_data"]
@@ -850,7 +865,36 @@ def test_invites_from_ignored_users_are_left_out(server: Server) -> None:  # SPE
     with after(0.3, lambda: carol.create_room(invite=[me.user_id], name="Again")):
         wait_quiet(v3, first["next"], 1500)
     bob.invite(joined, carol.user_id)  # an event in a listed room ends the wait
-    assert ids(listing(v3.ok({}, since=first["next"], timeout=5000))) == [joined]
+    body = v3.ok({}, since=first["next"], timeout=5000)
+    assert ids(listing(body)) == [joined]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="room_list bug: streaming mode reports a room (and ends the wait) for new events "
+    "the user may not see (an ignored sender's message, a message in a room the user is "
+    "only invited to); SPEC §7.4 counts only events the user may see, §6.2",
+)
+def test_events_the_user_may_not_see_are_no_change(server: Server) -> None:  # SPEC §7.4
+    bob, carol = server.user(displayname="Bob"), server.user(displayname="Carol")
+    me = server.user(displayname="Me")
+    me.set_account_data("m.ignored_user_list", {"ignored_users": {carol.user_id: {}}})
+    joined = room_for(bob, me, name="Joined")
+    bob.invite(joined, carol.user_id)
+    carol.join(joined)  # a state event: visible even from an ignored user
+    invited = bob.create_room(invite=[me.user_id], name="Invited")  # history: shared
+    v3 = V3(me)
+    first = v3.ok({"room_list": {}})
+    assert ids(listing(first)) == [invited, joined]
+    # Carol's message is left out for me (SPEC §9.10), so is a message in a room
+    # whose history I may not see yet: neither is a change, the wait goes on.
+    with after(0.3, lambda: carol.send_message(joined, "ignored")):
+        wait_quiet(v3, first["next"], 1500)
+    with after(0.3, lambda: bob.send_message(invited, "not for invitees")):
+        wait_quiet(v3, first["next"], 1500)
+    last = bob.send_message(joined, "heard")
+    obj = listing(v3.ok({}, since=first["next"], timeout=5000))
+    assert ids(obj) == [joined] and event_ids(entry_of(obj, joined)) == [last]
 
 
 def test_rooms_excluded_from_sync_are_left_out(own_server: Any) -> None:  # SPEC §7.4
@@ -858,8 +902,15 @@ def test_rooms_excluded_from_sync_are_left_out(own_server: Any) -> None:  # SPEC
     bob, me = server.user(), server.user()
     hidden = room_for(bob, me, name="Hidden")
     shown = room_for(bob, me, name="Shown")
+    # Another user's snapshot, taken before the restart, pages on after it (§10.4).
+    pager = server.user()
+    pager_rooms = [room_for(bob, pager, name=f"Pager {n}") for n in range(2)]
+    pager_v3 = V3(pager)
+    before = pager_v3.ok({"room_list": {"limit": 1}})
     server.hs.extra_config["exclude_rooms_from_sync"] = [hidden]
     server.restart()
+    after_restart = page(pager_v3, {"limit": 1}, listing(before)["p"]["next"], before["next"])
+    assert ids(listing(before)) + ids(listing(after_restart)) == pager_rooms[::-1]
     v3 = V3(me)
     first = v3.ok({"room_list": {}})
     obj = listing(first)
