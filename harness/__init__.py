@@ -26,6 +26,15 @@ from .postgres import (
     postgres_unavailable_reason,
     redact_dsn,
 )
+from .workers import (
+    GenericWorker,
+    MainProcess,
+    RedisServer,
+    RedisUnavailableError,
+    WorkerDeployment,
+    redis_unavailable_reason,
+    worker_support_missing_reason,
+)
 
 __all__ = [
     "NO_BODY",
@@ -33,11 +42,16 @@ __all__ = [
     "USE_CLIENT_TOKEN",
     "Account",
     "Client",
+    "GenericWorker",
     "Homeserver",
     "HomeserverStartError",
+    "MainProcess",
     "MatrixUser",
     "PostgresDatabase",
+    "RedisServer",
+    "RedisUnavailableError",
     "Response",
+    "WorkerDeployment",
     "deep_merge",
     "encode_query",
     "free_port",
@@ -48,4 +62,6 @@ __all__ = [
     "quote",
     "ratelimit_config",
     "redact_dsn",
+    "redis_unavailable_reason",
+    "worker_support_missing_reason",
 ]

@@ -338,6 +338,10 @@ class Homeserver:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def command(self) -> list[str]:
+        """The command line of the Synapse process (a worker runs another app)."""
+        return [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+
     def _spawn(self) -> subprocess.Popen[bytes]:
         if self.running:
             raise HomeserverStartError(f"{self!r} is already running")
@@ -356,7 +360,7 @@ class Homeserver:
         env.update(self.env)
         self._stdout_file = self.stdout_path.open("ab")
         self._stdout_offset = self._stdout_file.tell()
-        argv = [self.python, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+        argv = self.command()
         try:
             proc = subprocess.Popen(
                 argv,
