@@ -111,11 +111,14 @@ def _in_list_batches(engine: Any, items: list[Any]) -> int:
     return max(1, len(items)) if isinstance(engine, PostgresEngine) else 500
 
 
-async def latest_events(store: Any, uppers: dict[str, int], per_room: int) -> list[tuple[str, str]]:
+async def latest_events(
+    store: Any, uppers: dict[str, int], per_room: int, after: int | None = None
+) -> list[tuple[str, str]]:
     """(room id, event id) of the last ``per_room`` events at or before
-    ``uppers[room]`` of each room, newest first per room, in one statement (one
-    sub-select per room on the ``(room_id, stream_ordering)`` index; outliers and
-    rejected events left out)."""
+    ``uppers[room]`` (and after ``after``, when given) of each room, newest first per
+    room, in one statement (one sub-select per room on the ``(room_id,
+    stream_ordering)`` index; outliers and rejected events left out)."""
+    lower = "" if after is None else f" AND e.stream_ordering > {int(after)}"
     rooms = sorted(uppers)
     if not rooms:
         return []
@@ -130,7 +133,7 @@ async def latest_events(store: Any, uppers: dict[str, int], per_room: int) -> li
                     "SELECT * FROM (SELECT e.room_id, e.event_id, e.stream_ordering"
                     " FROM events AS e LEFT JOIN rejections AS r ON r.event_id = e.event_id"
                     " WHERE e.room_id = ? AND NOT e.outlier AND r.event_id IS NULL"
-                    " AND e.stream_ordering <= ? ORDER BY e.stream_ordering DESC LIMIT ?)"
+                    f" AND e.stream_ordering <= ?{lower} ORDER BY e.stream_ordering DESC LIMIT ?)"
                     f" AS t{len(parts)}"
                 )
                 args.extend((room_id, uppers[room_id], per_room))

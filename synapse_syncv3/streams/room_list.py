@@ -307,16 +307,27 @@ class RoomListStream(StreamDefaults):
         changed: set[str] = set(pending.rooms) if pending is not None else set()
         memberships: Mapping[str, Any] = {}
         if position.room < now_room:
-            # In-memory checks first: with nothing new no query is made.
-            candidates = synapse.rooms_with_events_after(listed, position.room)
-            if candidates:
-                latest = await synapse.latest_positions(candidates)
-                changed.update(r for r in candidates if latest.get(r, 0) > position.room)
             memberships = await synapse.membership_changes(ctx.user_id, position.room, now_room)
             changed.update(memberships)
         if synapse.receipts_ahead(now_receipt, position.receipt):
             own = await synapse.own_receipt_rooms(ctx.user_id, position.receipt, now_receipt)
             changed.update(r for r in own if r in listed and listed[r].membership == "join")
+        if position.room < now_room:
+            # New events count in joined rooms only (an invite's entry is the
+            # invite's), and only if the user may see one of them. In-memory checks
+            # first: with nothing new no query is made.
+            joined = [r for r, room in listed.items() if room.membership == "join"]
+            candidates = synapse.rooms_with_events_after(joined, position.room)
+            if candidates:
+                latest = await synapse.latest_positions(candidates)
+                moved = [
+                    r for r in candidates if latest.get(r, 0) > position.room and r not in changed
+                ]
+                changed.update(
+                    await synapse.rooms_with_visible_events(
+                        ctx.requester, moved, position.room, now_room
+                    )
+                )
         next_position = await self._position_now(ctx)
         if not changed:
             return StreamResult(

@@ -17,8 +17,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import pytest
-
 from harness import MatrixUser
 from harness.client import quote
 from tests.integration.helpers import V3, Server, after, position_of, timed
@@ -869,12 +867,6 @@ def test_invites_from_ignored_users_are_left_out(server: Server) -> None:  # SPE
     assert ids(listing(body)) == [joined]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="room_list bug: streaming mode reports a room (and ends the wait) for new events "
-    "the user may not see (an ignored sender's message, a message in a room the user is "
-    "only invited to); SPEC §7.4 counts only events the user may see, §6.2",
-)
 def test_events_the_user_may_not_see_are_no_change(server: Server) -> None:  # SPEC §7.4
     bob, carol = server.user(displayname="Bob"), server.user(displayname="Carol")
     me = server.user(displayname="Me")
