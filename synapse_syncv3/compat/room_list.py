@@ -19,6 +19,7 @@ whole range.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -39,6 +40,9 @@ __all__ = ["ListedRoom", "RoomListMixin"]
 #: :meth:`RoomsMixin.room_timeline`.
 _EXTRA_EVENTS = 2
 
+#: Users whose listed rooms are kept in memory (least recently used dropped).
+_LISTED_USERS_CACHED = 10_000
+
 #: Events of the interval looked at per room to tell whether a room changed in a way
 #: the user may see.
 _VISIBILITY_PROBE = 5
@@ -58,20 +62,48 @@ class ListedRoom(NamedTuple):
 class RoomListMixin(RoomsMixin):
     """The reads of the ``room_list`` stream (SPEC §7.4)."""
 
-    async def listed_rooms(self, user_id: str) -> list[ListedRoom]:
+    def __init__(self, api: Any) -> None:
+        super().__init__(api)
+        #: user id -> (membership change mark, listed rooms): reused until the user's
+        #: membership changes (Synapse's membership stream change cache moves).
+        self._listed: OrderedDict[str, tuple[Any, tuple[ListedRoom, ...]]] = OrderedDict()
+
+    def _membership_mark(self, user_id: str) -> Any:
+        cache = self._store._membership_stream_cache
+        position = cache.get_max_pos_of_last_change(user_id)
+        if position is None:
+            # No change since the cache's horizon: the horizon itself is the mark (it
+            # moves when old entries are evicted, which only costs a recomputation).
+            return ("horizon", cache.get_earliest_known_position())
+        return position
+
+    async def listed_rooms(self, user_id: str) -> tuple[ListedRoom, ...]:
         """The user's joined and invited rooms, without the rooms Synapse excludes
         from sync and rooms of unknown room versions (as v2 sync). Invites from
-        ignored users are the caller's business."""
+        ignored users are the caller's business. Kept per user until the user's
+        membership changes, so that a long-poll's wakes do not rebuild it."""
+        mark = self._membership_mark(user_id)
+        cached = self._listed.get(user_id)
+        if cached is not None and cached[0] == mark:
+            self._listed.move_to_end(user_id)
+            return cached[1]
         rooms = await self._store.get_rooms_for_local_user_where_membership_is(
             user_id,
             (Membership.JOIN, Membership.INVITE),
             excluded_rooms=self._hs.config.server.rooms_to_exclude_from_sync,
         )
-        return [
+        listed = tuple(
             ListedRoom(r.room_id, r.membership, r.sender, r.event_id, r.event_pos.stream)
             for r in rooms
             if r.room_version_id in KNOWN_ROOM_VERSIONS
-        ]
+        )
+        # Only a mark taken before the read may be stored: a change during the read
+        # moves the cache, so the next call reads again.
+        self._listed[user_id] = (mark, listed)
+        self._listed.move_to_end(user_id)
+        while len(self._listed) > _LISTED_USERS_CACHED:
+            self._listed.popitem(last=False)
+        return listed
 
     async def latest_positions(self, room_ids: Collection[str]) -> dict[str, int]:
         """Room stream position of each room's most recent event (any type), from
