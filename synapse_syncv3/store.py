@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Schema version written by this release of the module.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: At least this many params versions are kept per session (SPEC §5.6).
 PARAMS_VERSIONS_KEPT = 20
@@ -99,6 +99,18 @@ SCHEMA_STEPS: Sequence[Sequence[str]] = (
         )
         """,
     ),
+    (
+        # Deletions of a device's to-device messages decided under the per-device
+        # guard and not yet carried out by Synapse (see SessionStore).
+        """
+        CREATE TABLE IF NOT EXISTS syncv3_to_device_deletions (
+            user_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            up_to BIGINT NOT NULL,
+            PRIMARY KEY (user_id, device_id, up_to)
+        )
+        """,
+    ),
 )
 
 #: room_list snapshots kept per session (SPEC §10.3: at least the 2 most recent).
@@ -113,6 +125,9 @@ SESSION_TABLES = (
     "syncv3_room_list_snapshots",
     "syncv3_sessions",
 )
+
+#: Tables keyed by device rather than by session (deleted with the device).
+DEVICE_TABLES = ("syncv3_to_device_deletions",)
 
 #: Namespace (first key) of the per-device advisory locks on PostgreSQL ("SV3D").
 DEVICE_LOCK_CLASS = 0x53563344
@@ -643,8 +658,9 @@ class SessionStore:
 
         def txn_func(txn: Any) -> None:
             txn.execute(
-                "DELETE FROM syncv3_params WHERE session_id = ? AND version <= ?",
-                (_pending_deletions_key(user_id, device_id), up_to),
+                "DELETE FROM syncv3_to_device_deletions"
+                " WHERE user_id = ? AND device_id = ? AND up_to <= ?",
+                (user_id, device_id, up_to),
             )
 
         await self._run("syncv3_deletion_done", txn_func)
@@ -671,20 +687,18 @@ class SessionStore:
             txn.execute(self._inbox_sql, (user_id, device_id, up_to))
             if txn.fetchone() is None:
                 return None  # nothing left to delete: no pending deletion either
-        # Pending deletions are rows of syncv3_params under a key that is no session
-        # id (session ids have no spaces), version = the position.
         txn.execute(
-            "INSERT INTO syncv3_params (session_id, version, params) VALUES (?, ?, '')"
-            " ON CONFLICT (session_id, version) DO NOTHING",
-            (_pending_deletions_key(user_id, device_id), up_to),
+            "INSERT INTO syncv3_to_device_deletions (user_id, device_id, up_to)"
+            " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (user_id, device_id, up_to),
         )
         return up_to
 
     @staticmethod
     def _pending_deletion_txn(txn: Any, user_id: str, device_id: str) -> int | None:
         txn.execute(
-            "SELECT MAX(version) FROM syncv3_params WHERE session_id = ?",
-            (_pending_deletions_key(user_id, device_id),),
+            "SELECT MAX(up_to) FROM syncv3_to_device_deletions WHERE user_id = ? AND device_id = ?",
+            (user_id, device_id),
         )
         row = txn.fetchone()
         return None if row is None or row[0] is None else int(row[0])
@@ -727,6 +741,11 @@ class SessionStore:
             )
             ids = [row[0] for row in txn.fetchall()]
             self._delete_sessions_txn(txn, ids)
+            # Synapse deleted the device's inbox with the device.
+            txn.execute(
+                "DELETE FROM syncv3_to_device_deletions WHERE user_id = ? AND device_id = ?",
+                (user_id, device_id),
+            )
             return ids
 
         return await self._run("syncv3_delete_device_sessions", txn_func)  # type: ignore[no-any-return]
@@ -785,7 +804,3 @@ def _device_lock_key(user_id: str, device_id: str) -> int:
     only makes two devices wait for each other)."""
     digest = hashlib.sha256(f"{user_id}\0{device_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big", signed=True)
-
-
-def _pending_deletions_key(user_id: str, device_id: str) -> str:
-    return f"~pending to_device deletion {user_id} {device_id}"

@@ -34,6 +34,14 @@ async def test_a_decided_deletion_is_pending_until_done(backend: Backend) -> Non
     assert await create_returning(backend, "s3", wants_to_device=True) is None
 
 
+async def test_pending_deletions_go_with_the_device(backend: Backend) -> None:
+    await create(backend, "s1", wants_to_device=True)
+    assert (await record(backend, "s1", confirm_to_device=7)).delete_up_to == 7
+    assert backend.db.query("SELECT up_to FROM syncv3_to_device_deletions") == [(7,)]
+    assert await backend.store.delete_device_sessions(USER, DEVICE) == ["s1"]
+    assert backend.db.query("SELECT up_to FROM syncv3_to_device_deletions") == []
+
+
 async def test_nothing_is_decided_while_a_session_has_confirmed_nothing(backend: Backend) -> None:
     await create(backend, "s1", wants_to_device=True)
     await create(backend, "s2", wants_to_device=True)

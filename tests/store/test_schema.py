@@ -8,14 +8,18 @@ from synapse_syncv3.core.state import SessionState
 from synapse_syncv3.errors import StorageTooNewError
 from synapse_syncv3.store import (
     _CREATE_VERSION_TABLE,
+    DEVICE_TABLES,
     SCHEMA_STEPS,
     SCHEMA_VERSION,
     SESSION_TABLES,
 )
 from tests.store.conftest import DEVICES_TABLE, Backend, Txn
-from tests.store.helpers import PARAMS_1, Marker, create, load
+from tests.store.helpers import DEVICE, PARAMS_1, T0, USER, Marker, create, load
 
 VERSION_TABLE = "syncv3_schema_version"
+
+
+ALL_TABLES = {DEVICES_TABLE, VERSION_TABLE, *SESSION_TABLES, *DEVICE_TABLES}
 
 
 def stored_versions(backend: Backend) -> list[int]:
@@ -24,7 +28,12 @@ def stored_versions(backend: Backend) -> list[int]:
 
 async def test_prepare_creates_every_table(empty_backend: Backend) -> None:
     assert await empty_backend.store.prepare() == SCHEMA_VERSION
-    assert empty_backend.db.tables() == {DEVICES_TABLE, VERSION_TABLE, *SESSION_TABLES}
+    assert empty_backend.db.tables() == {
+        DEVICES_TABLE,
+        VERSION_TABLE,
+        *SESSION_TABLES,
+        *DEVICE_TABLES,
+    }
     assert stored_versions(empty_backend) == [SCHEMA_VERSION]
 
 
@@ -34,7 +43,12 @@ async def test_prepare_is_idempotent(empty_backend: Backend) -> None:
     await create(empty_backend, "s1")
     assert await store.prepare() == SCHEMA_VERSION
     assert stored_versions(empty_backend) == [SCHEMA_VERSION]
-    assert empty_backend.db.tables() == {DEVICES_TABLE, VERSION_TABLE, *SESSION_TABLES}
+    assert empty_backend.db.tables() == {
+        DEVICES_TABLE,
+        VERSION_TABLE,
+        *SESSION_TABLES,
+        *DEVICE_TABLES,
+    }
     loaded = await load(empty_backend, "s1")
     assert loaded is not None and loaded.params_json == PARAMS_1
 
@@ -49,13 +63,18 @@ async def test_upgrade_from_schema_1_keeps_sessions(empty_backend: Backend) -> N
         txn.execute(f"INSERT INTO {VERSION_TABLE} (version) VALUES (1)")
 
     db.transaction(schema_1)
-    # A session written by the schema-1 release (same statements as today).
-    await create(empty_backend, "old", wants_to_device=True)
+    # A session written by the schema-1 release (its rows, as that release wrote them).
+    db.statement(
+        "INSERT INTO syncv3_sessions (session_id, user_id, device_id, created_ts,"
+        " last_used_ts, params_version, wants_to_device) VALUES (?, ?, ?, ?, ?, 1, 1)",
+        ("old", USER, DEVICE, T0, T0),
+    )
+    db.statement("INSERT INTO syncv3_params VALUES (?, 1, ?)", ("old", PARAMS_1))
     assert "syncv3_stream_state" not in db.tables()
 
     assert await empty_backend.store.prepare() == SCHEMA_VERSION
     assert stored_versions(empty_backend) == [SCHEMA_VERSION]
-    assert db.tables() == {DEVICES_TABLE, VERSION_TABLE, *SESSION_TABLES}
+    assert db.tables() == ALL_TABLES
     loaded = await load(empty_backend, "old")
     assert loaded is not None
     assert (loaded.params_json, loaded.wants_to_device, loaded.state_json) == (PARAMS_1, True, None)
