@@ -153,7 +153,8 @@ def progress(label: str, done: int, total: int, started: float, every: int) -> N
         return
     rate = done / max(time.monotonic() - started, 1e-9)
     left = (total - done) / rate if rate else 0.0
-    print(f"  {label}: {done}/{total} ({rate:.1f}/s, ~{left:.0f} s left)", flush=True)
+    shown = f"{rate:.1f}" if rate >= 1 else f"{rate:.2g}"  # slow items: 0.05/s, not 0.0/s
+    print(f"  {label}: {done}/{total} ({shown}/s, ~{left:.0f} s left)", flush=True)
 
 
 def synapse_version() -> str:
