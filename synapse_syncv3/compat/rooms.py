@@ -67,6 +67,13 @@ class RoomTimeline:
     #: The ``prev_events`` of the first timeline event (empty for an empty timeline):
     #: whether it follows directly on the last event before the interval.
     first_prev_ids: tuple[str, ...] = ()
+    #: The newest event with position <= upper, visible or not (rejected events and
+    #: outliers are not events of the room's stream), as (event id, position): the
+    #: room's last event at every position from its own to ``upper``. None when the
+    #: interval holds none or it is not known.
+    newest: tuple[str, int] | None = None
+    #: Whether the interval holds no event at all, visible or not.
+    interval_empty: bool = False
 
 
 class RoomsMixin(TimelineMixin):
@@ -135,7 +142,9 @@ class RoomsMixin(TimelineMixin):
         page = max(2 * limit, 10)
         visible: list[Any] = []
         exhausted = False
-        for _ in range(MAX_TIMELINE_PAGES):
+        newest: tuple[str, int] | None = None
+        interval_empty = False
+        for page_number in range(MAX_TIMELINE_PAGES):
             if len(visible) > limit:
                 break
             events, from_key, more = await self._store.paginate_room_events_by_stream_ordering(
@@ -146,6 +155,14 @@ class RoomsMixin(TimelineMixin):
                 limit=page,
             )
             events.reverse()
+            if page_number == 0:
+                # The first page is the newest: its last event is the room's last event
+                # at upper (get_events drops rejected events, the query outliers).
+                if events:
+                    last = events[-1]
+                    newest = (last.event_id, int(last.internal_metadata.stream_ordering))
+                elif not more:
+                    interval_empty = True
             state_ids = {event.event_id for event in events if event.is_state()}
             current = (
                 await self._store.check_if_events_in_current_state(state_ids)
@@ -173,6 +190,8 @@ class RoomsMixin(TimelineMixin):
             limited=limited,
             start=start,
             first_prev_ids=tuple(timeline[0].event.prev_event_ids()) if timeline else (),
+            newest=newest,
+            interval_empty=interval_empty,
         )
 
     async def serialized_timeline(

@@ -19,6 +19,7 @@ one query instead of the two state lookups.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from synapse_syncv3.config import MaxLimits
@@ -43,10 +44,57 @@ ROOM_LIST_SET = "room_list"
 
 FORBIDDEN_ERROR = {"errcode": FORBIDDEN, "error": "You have no membership in this room"}
 
+#: Rooms whose last event :class:`LastEvents` remembers (least recently used go first).
+LAST_EVENTS_SIZE = 10_000
+
+
+class LastEvents:
+    """The last event of a room at stream positions, learnt from what ``room_data``
+    reads anyway, so that a long-poll woken by a message in a room finds the event its
+    timeline must follow on without a query (see ``_timeline_entry``).
+
+    An entry ``(event id, low, high)`` says: at every position p with low <= p <= high,
+    the room's last event at or before p is that event. Positions up to Synapse's
+    current token are final (every event at or below it is persisted), so an entry
+    stays true; it grows only with the knowledge that the room had no event in the
+    added range. One instance per process: a worker that learnt nothing asks the
+    database.
+    """
+
+    def __init__(self, size: int = LAST_EVENTS_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+
+    def get(self, room_id: str, position: int) -> str | None:
+        entry = self._entries.get(room_id)
+        if entry is None or not entry[1] <= position <= entry[2]:
+            return None
+        self._entries.move_to_end(room_id)
+        return entry[0]
+
+    def learn(self, room_id: str, event_id: str, low: int, high: int) -> None:
+        """``event_id`` is the room's last event at every position in [low, high]."""
+        if low > high:
+            return
+        self._entries[room_id] = (event_id, low, high)
+        self._entries.move_to_end(room_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def quiet(self, room_id: str, after: int, up_to: int) -> None:
+        """The room had no event in (after, up_to]: an entry that holds at ``after``
+        holds up to ``up_to``."""
+        entry = self._entries.get(room_id)
+        if entry is not None and entry[1] <= after <= entry[2] < up_to:
+            self._entries[room_id] = (entry[0], entry[1], up_to)
+
 
 class RoomDataStream(RoomPositionMixin, StreamDefaults):
     name: ClassVar[str] = "room_data"
     code: ClassVar[str] = "r"
+
+    def __init__(self) -> None:
+        self._last_events = LastEvents()
 
     def parse_params(self, obj: JsonDict) -> ParsedStreamParams:
         if "room_ids" not in obj:
@@ -122,6 +170,9 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
             # Both in-memory checks first: with nothing new no query is made.
             changed = synapse.rooms_changed_since(rooms, position)
             changes = await synapse.membership_changes(ctx.user_id, position, now)
+            for room_id in rooms:
+                if room_id not in changed:
+                    self._last_events.quiet(room_id, position, now)
         candidates = [r for r in rooms if r in owed or r in changes or r in changed or full_state]
         if not candidates:
             return StreamResult(payload={"rooms": {}}, position=str(max(position or 0, now)))
@@ -189,14 +240,21 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
         timeline = await synapse.room_timeline(
             ctx.requester, room_id, upper=plan.upper, lower=plan.lower, limit=limit
         )
+        # What is known of the last event before the interval, then what the timeline
+        # teaches (which replaces it: one entry per room).
+        last = None if plan.lower is None else self._last_events.get(room_id, plan.lower)
+        if timeline.newest is not None:
+            self._last_events.learn(room_id, *timeline.newest, plan.upper)
+        elif timeline.interval_empty and plan.lower is not None:
+            self._last_events.quiet(room_id, plan.lower, plan.upper)
         lazy = None
         if params.get("lazy_load_members"):
             lazy = {*timeline.senders, ctx.user_id}
         incremental = not plan.first and not full_state and plan.lower is not None
-        last: str | None = None
         if incremental and timeline.event_ids and not timeline.limited:
             assert plan.lower is not None
-            last = await synapse.last_event_before(room_id, plan.lower)
+            if last is None:
+                last = await synapse.last_event_before(room_id, plan.lower)
             if last is not None and timeline.first_prev_ids == (last,):
                 # The first timeline event follows directly on the last event the
                 # client has seen, so the state before it is the state the client
