@@ -259,7 +259,11 @@ class SyncV3Handler:
         elapsed = time.monotonic() - started
         metrics.REQUEST_DURATION.labels(kind=req.kind).observe(max(0.0, elapsed - waited))
         if elapsed >= _TOUCH_AFTER_SECONDS:
-            await self._sessions.touch(session.session_id)
+            # Marked used again as the response leaves, not before: a long-poll woken
+            # after a long wait does not wait for this write.
+            self._synapse.in_background(
+                "syncv3_touch_session", self._sessions.touch, session.session_id
+            )
         return response
 
     def _answer_at_once(self, checked: _Checked) -> bool:

@@ -14,9 +14,11 @@ unchanged over the supported range (1.152.0 to the newest release).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from synapse.logging.context import make_deferred_yieldable, run_in_background
+from synapse.metrics.background_process_metrics import run_as_background_process
 from synapse.storage.engines import PostgresEngine
 from synapse.types import StreamToken, UserID
 from synapse.util.async_helpers import Linearizer, ObservableDeferred
@@ -68,6 +70,11 @@ class SynapseBase:
 
     def current_token(self) -> StreamToken:
         return self._event_sources.get_current_token()
+
+    def in_background(self, desc: str, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start ``func(*args)`` as a Synapse background process (a logging context and
+        metrics of its own; Synapse logs what it raises) and return at once."""
+        run_as_background_process(desc, self._hs.hostname, func, *args)  # type: ignore[arg-type]
 
 
 def user_id_of(user_id: str) -> UserID:
