@@ -46,6 +46,7 @@ __all__ = [
     "RedisServer",
     "RedisUnavailableError",
     "WorkerDeployment",
+    "process_rss",
     "redis_unavailable_reason",
     "worker_support_missing_reason",
 ]
@@ -394,6 +395,36 @@ class WorkerDeployment:
                 return process
         raise KeyError(name)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL the process called ``name`` and wait for it: nothing gets to shut
+        down cleanly. The other processes keep running; :meth:`start_process` brings
+        it back."""
+        self.worker(name).kill()
+
+    def start_process(self, name: str, timeout: float = 90) -> float:
+        """Start the process called ``name`` again (after :meth:`kill` or a stop), with
+        the same ports, configuration, database and Redis, and wait until it answers;
+        returns the seconds that took."""
+        process = self.worker(name)
+        started = time.monotonic()
+        process.start(timeout)
+        return time.monotonic() - started
+
+    def restart_process(self, name: str, *, kill: bool = True, timeout: float = 90) -> float:
+        """SIGKILL (or, with ``kill=False``, SIGTERM) one process and start it again;
+        returns the seconds until it answered."""
+        process = self.worker(name)
+        if kill:
+            process.kill()
+        else:
+            process.stop()
+        return self.start_process(name, timeout)
+
+    def rss(self) -> dict[str, int | None]:
+        """The resident set size in bytes of each process, by name (None when it is
+        not running)."""
+        return {process.name: process_rss(process) for process in self.processes}
+
     def user(self, account: Account, process: Homeserver, timeout: float = 60) -> MatrixUser:
         """``account`` talking to ``process`` (what a proxy would route there)."""
         return MatrixUser(process.base_url, account, timeout=timeout)
@@ -412,6 +443,21 @@ class WorkerDeployment:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def process_rss(process: Homeserver) -> int | None:
+    """The resident set size of a running process in bytes (Linux ``/proc``), or None."""
+    pid = process.pid if process.running else None
+    if pid is None:
+        return None
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def _wait_ready(process: Homeserver, timeout: float) -> None:
