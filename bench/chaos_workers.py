@@ -24,6 +24,7 @@ import argparse
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Deadline, exit_on_sigterm, module_version, save, synapse_version
 from harness import WorkerDeployment, redis_unavailable_reason, worker_support_missing_reason
-from harness.chaos import ChaosSettings, log_problems, run_chaos
+from harness.chaos import ChaosSettings, log_problems, run_chaos, transaction_retries
 
 
 def run(settings: ChaosSettings, time_limit: float) -> dict[str, Any]:
@@ -55,10 +56,12 @@ def run(settings: ChaosSettings, time_limit: float) -> dict[str, Any]:
         deployment.close()
     ours: list[str] = []
     theirs: list[str] = []
+    retries: Counter[str] = Counter()
     for path in deployment.log_paths():
         mine, others = log_problems(path)
         ours += mine
         theirs += others
+        retries += transaction_retries(path)
     data = result.as_dict()
     data.update(
         {
@@ -69,6 +72,7 @@ def run(settings: ChaosSettings, time_limit: float) -> dict[str, Any]:
             "module_log_problems": ours[:50],
             "synapse_log_problems": len(theirs),
             "synapse_log_examples": theirs[:20],
+            "transaction_retries": dict(retries.most_common()),
         }
     )
     data["ok"] = data["ok"] and not ours
@@ -104,6 +108,7 @@ def report(data: dict[str, Any]) -> str:
         f" {len(data['module_log_problems'])}; Synapse's own log problems:"
         f" {data['synapse_log_problems']}"
     )
+    lines.append(f"transactions retried by Synapse: {data['transaction_retries'] or 'none'}")
     lines += data["failures"] + data["module_log_problems"][:10]
     lines += [f"  (Synapse) {line}" for line in data["synapse_log_examples"][:5]]
     lines.append("OK" if data["ok"] else "FAILED")

@@ -59,6 +59,7 @@ __all__ = [
     "abandon_request",
     "log_problems",
     "run_chaos",
+    "transaction_retries",
 ]
 
 SYNC_PATH = "/_matrix/client/v3/sync"
@@ -695,15 +696,25 @@ def run_chaos(
 _PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext")
 
 
-def log_problems(path: Path) -> tuple[list[str], list[str]]:
-    """ERROR/CRITICAL lines, tracebacks and logcontext complaints of a process's log,
-    split into (the module's, everyone else's). A traceback belongs to the module when
-    one of its lines names ``synapse_syncv3``."""
+def _log_lines(path: Path) -> list[str]:
+    """The lines of a process's log up to its final shutdown (Synapse's Redis
+    connection logs errors while a process shuts down, which is Synapse's business)."""
     if not path.exists():
-        return [], []
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    for number, line in enumerate(lines):
+        if "Received SIGTERM, shutting down" in line:
+            return lines[:number]
+    return lines
+
+
+def log_problems(path: Path) -> tuple[list[str], list[str]]:
+    """ERROR/CRITICAL lines, tracebacks and logcontext complaints of a process's log
+    (up to its shutdown), split into (the module's, everyone else's). A problem belongs
+    to the module when its line or its traceback names ``synapse_syncv3``."""
     ours: list[str] = []
     theirs: list[str] = []
-    lines = path.read_text(errors="replace").splitlines()
+    lines = _log_lines(path)
     covered = -1  # lines up to here belong to a block already reported
     for number, line in enumerate(lines):
         if number <= covered or not _PROBLEM_RE.search(line):
@@ -723,3 +734,17 @@ def log_problems(path: Path) -> tuple[list[str], list[str]]:
         else:
             theirs.append(entry)
     return ours, theirs
+
+
+_RETRY_RE = re.compile(r"\[TXN OPERROR\] \{(\S+)-[0-9a-f]+\} (.*)$")
+
+
+def transaction_retries(path: Path) -> Counter[str]:
+    """Transactions Synapse retried after an operational error (serialization
+    failures, deadlocks), by ``"<transaction>: <error>"``, from a process's log."""
+    retries: Counter[str] = Counter()
+    for line in _log_lines(path):
+        match = _RETRY_RE.search(line)
+        if match:
+            retries[f"{match.group(1)}: {match.group(2)[:80]}"] += 1
+    return retries
