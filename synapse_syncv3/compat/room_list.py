@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import attrs
 from synapse.api.constants import Membership
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events.utils import FilteredEvent
@@ -33,7 +34,7 @@ from synapse_syncv3.compat.base import JsonDict
 from synapse_syncv3.compat.rooms import RoomsMixin, RoomTimeline
 from synapse_syncv3.core.room_list import NameParts
 
-__all__ = ["ListedRoom", "RoomListMixin"]
+__all__ = ["ListedRoom", "Listing", "RoomListMixin"]
 
 #: Raw events read per room for a room_list timeline before the visibility filter;
 #: a room where fewer than ``timeline_limit`` of them are visible is read again with
@@ -59,14 +60,25 @@ class ListedRoom(NamedTuple):
     position: int
 
 
+@attrs.frozen(eq=False)
+class Listing:
+    """The user's room list at one time (shared by the requests of the user: read
+    only)."""
+
+    #: room id -> the room, joined or invited.
+    rooms: Mapping[str, ListedRoom]
+    joined: frozenset[str]
+
+
 class RoomListMixin(RoomsMixin):
     """The reads of the ``room_list`` stream (SPEC §7.4)."""
 
     def __init__(self, api: Any) -> None:
         super().__init__(api)
-        #: user id -> (membership change mark, listed rooms): reused until the user's
-        #: membership changes (Synapse's membership stream change cache moves).
-        self._listed: OrderedDict[str, tuple[Any, tuple[ListedRoom, ...]]] = OrderedDict()
+        #: user id -> (membership change mark, ignored users, listing): reused until
+        #: the user's membership changes (Synapse's membership stream change cache
+        #: moves) or the ignored users change.
+        self._listings: OrderedDict[str, tuple[Any, frozenset[str], Listing]] = OrderedDict()
 
     def _membership_mark(self, user_id: str) -> Any:
         cache = self._store._membership_stream_cache
@@ -77,33 +89,46 @@ class RoomListMixin(RoomsMixin):
             return ("horizon", cache.get_earliest_known_position())
         return position
 
-    async def listed_rooms(self, user_id: str) -> tuple[ListedRoom, ...]:
-        """The user's joined and invited rooms, without the rooms Synapse excludes
-        from sync and rooms of unknown room versions (as v2 sync). Invites from
-        ignored users are the caller's business. Kept per user until the user's
-        membership changes, so that a long-poll's wakes do not rebuild it."""
+    async def listed_rooms(self, user_id: str) -> Listing:
+        """The user's room list (SPEC §7.4): joined and invited rooms, without invites
+        from ignored users, rooms Synapse excludes from sync and rooms of unknown room
+        versions (as v2 sync). Kept per user until the user's membership or ignored
+        users change, so that neither a long-poll's wakes nor first pages rebuild a
+        5,000-room list."""
         mark = self._membership_mark(user_id)
-        cached = self._listed.get(user_id)
-        if cached is not None and cached[0] == mark:
-            self._listed.move_to_end(user_id)
-            return cached[1]
+        ignored = frozenset(await self._store.ignored_users(user_id))
+        cached = self._listings.get(user_id)
+        if cached is not None and cached[0] == mark and cached[1] == ignored:
+            self._listings.move_to_end(user_id)
+            return cached[2]
         rooms = await self._store.get_rooms_for_local_user_where_membership_is(
             user_id,
             (Membership.JOIN, Membership.INVITE),
             excluded_rooms=self._hs.config.server.rooms_to_exclude_from_sync,
         )
-        listed = tuple(
-            ListedRoom(r.room_id, r.membership, r.sender, r.event_id, r.event_pos.stream)
+        listed = {
+            r.room_id: ListedRoom(r.room_id, r.membership, r.sender, r.event_id, r.event_pos.stream)
             for r in rooms
             if r.room_version_id in KNOWN_ROOM_VERSIONS
+            and (r.membership == Membership.JOIN or r.sender not in ignored)
+        }
+        listing = Listing(
+            listed, frozenset(r for r, room in listed.items() if room.membership == "join")
         )
-        # Only a mark taken before the read may be stored: a change during the read
-        # moves the cache, so the next call reads again.
-        self._listed[user_id] = (mark, listed)
-        self._listed.move_to_end(user_id)
-        while len(self._listed) > _LISTED_USERS_CACHED:
-            self._listed.popitem(last=False)
-        return listed
+        # The mark was taken before the read: a change during the read moves the
+        # cache, so the next call reads again.
+        self._listings[user_id] = (mark, ignored, listing)
+        self._listings.move_to_end(user_id)
+        while len(self._listings) > _LISTED_USERS_CACHED:
+            self._listings.popitem(last=False)
+        return listing
+
+    def joined_rooms_with_events_after(self, listing: Listing, position: int) -> set[str]:
+        """Joined rooms of the listing that may have events after ``position``, from
+        Synapse's stream change cache: when few events happened since, it looks only
+        at those (never at every room); may over-report, never under-reports."""
+        cache = self._store._events_stream_cache
+        return set(cache.get_entities_changed(listing.joined, position))
 
     async def latest_positions(self, room_ids: Collection[str]) -> dict[str, int]:
         """Room stream position of each room's most recent event (any type), from
@@ -126,11 +151,6 @@ class RoomListMixin(RoomsMixin):
                 )
             )
         return found
-
-    def rooms_with_events_after(self, room_ids: Collection[str], position: int) -> set[str]:
-        """Rooms that may have events after ``position`` (in memory; may over-report
-        when ``position`` is older than Synapse's cache, never under-reports)."""
-        return self.rooms_changed_since(room_ids, position)
 
     # -- unread counts ----------------------------------------------------------------
 
@@ -159,12 +179,18 @@ class RoomListMixin(RoomsMixin):
         return counts
 
     async def notification_counts(self, user_id: str, joined: Collection[str]) -> dict[str, int]:
-        """Notification counts of the joined rooms that have any, in bulk (three
-        queries; Synapse's summary of notify counts, threads included)."""
+        """Notification counts of the joined rooms that have any: the rooms that may
+        have one from Synapse's summary (three queries), their counts from Synapse's
+        cached per-room counts (as v2 sync reports them)."""
         if not self._push_enabled() or not joined:
             return {}
-        counts = await self._store.get_unread_counts_by_room_for_user(user_id)
-        return {room: int(n) for room, n in counts.items() if room in joined and n}
+        # Synapse's bulk summary only tells which rooms may have a count: it also
+        # counts what precedes the user's join (an invite's own notification) where
+        # the user has no receipt, so the counts are Synapse's exact per-room ones.
+        summary = await self._store.get_unread_counts_by_room_for_user(user_id)
+        candidates = [room for room, n in summary.items() if n and room in joined]
+        counts = await self.unread_counts(user_id, candidates)
+        return {room: n for room, (n, _) in counts.items() if n}
 
     async def highlight_counts(self, user_id: str, joined: Collection[str]) -> dict[str, int]:
         """Highlight counts of the joined rooms that have any: the rooms that may have

@@ -14,16 +14,19 @@ reported (with fresh entries) by the next responses.
 
 from __future__ import annotations
 
+import bisect
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
-from synapse_syncv3.core.state import register_value
+from synapse_syncv3.core.state import Snapshot, register_value
 
 JsonDict = dict[str, Any]
+T = TypeVar("T")
 
 SORTS = ("by_recency", "by_name", "by_notification_count", "by_highlight_count")
 DEFAULT_SORT = ("by_recency",)
@@ -132,25 +135,10 @@ class SortKeys:
 def sort_rooms(room_ids: Iterable[str], sort: Sequence[str], keys: SortKeys) -> list[str]:
     """Rooms in list order (SPEC §7.4): the sort keys in turn, then room id
     ascending. Missing inputs count as the lowest rank (position 0, no name, 0)."""
-
-    def key(room_id: str) -> tuple[Any, ...]:
-        parts: list[Any] = []
-        for entry in sort:
-            if entry == "by_recency":
-                parts.append(-keys.recency.get(room_id, 0))
-            elif entry == "by_name":
-                name = keys.names.get(room_id)
-                parts.append((1, "") if name is None else (0, name.lower()))
-            elif entry == "by_notification_count":
-                parts.append(-keys.notifications.get(room_id, 0))
-            elif entry == "by_highlight_count":
-                parts.append(-keys.highlights.get(room_id, 0))
-            else:
-                raise ValueError(f"unknown sort {entry!r}")
-        parts.append(room_id)
-        return tuple(parts)
-
-    return sorted(room_ids, key=key)
+    if list(sort) == ["by_recency"]:
+        recency = keys.recency
+        return sorted(room_ids, key=lambda r: (-recency.get(r, 0), r))
+    return sorted(room_ids, key=sort_key(sort, keys))
 
 
 # -- snapshots and cursors ------------------------------------------------------------
@@ -219,3 +207,121 @@ class PendingRooms:
 def cut(ordered: Sequence[str], limit: int) -> tuple[list[str], tuple[str, ...]]:
     """The rooms a streaming response reports, and those left for later."""
     return list(ordered[:limit]), tuple(ordered[limit:])
+
+
+# -- sorted lists kept between first pages --------------------------------------------
+
+
+def sort_key(sort: Sequence[str], keys: SortKeys) -> Callable[[str], tuple[Any, ...]]:
+    """The key function of :func:`sort_rooms`."""
+
+    def key(room_id: str) -> tuple[Any, ...]:
+        parts: list[Any] = []
+        for entry in sort:
+            if entry == "by_recency":
+                parts.append(-keys.recency.get(room_id, 0))
+            elif entry == "by_name":
+                name = keys.names.get(room_id)
+                parts.append((1, "") if name is None else (0, name.lower()))
+            elif entry == "by_notification_count":
+                parts.append(-keys.notifications.get(room_id, 0))
+            elif entry == "by_highlight_count":
+                parts.append(-keys.highlights.get(room_id, 0))
+            else:
+                raise ValueError(f"unknown sort {entry!r}")
+        parts.append(room_id)
+        return tuple(parts)
+
+    return key
+
+
+def merge_keys(old: SortKeys, new: SortKeys, rooms: Iterable[str]) -> SortKeys:
+    """``old`` with the keys of ``rooms`` taken from ``new`` (missing there: removed)."""
+    rooms = list(rooms)
+
+    def merged(old_map: Mapping[str, T], new_map: Mapping[str, T]) -> dict[str, T]:
+        result = dict(old_map)
+        for room_id in rooms:
+            if room_id in new_map:
+                result[room_id] = new_map[room_id]
+            else:
+                result.pop(room_id, None)
+        return result
+
+    return SortKeys(
+        merged(old.recency, new.recency),
+        merged(old.names, new.names),
+        merged(old.notifications, new.notifications),
+        merged(old.highlights, new.highlights),
+    )
+
+
+def resort(
+    order: Sequence[str], changed: Collection[str], sort: Sequence[str], keys: SortKeys
+) -> list[str]:
+    """``order`` (sorted by ``sort`` under older keys) sorted under ``keys``, where
+    only the keys of ``changed`` rooms differ: the changed rooms are taken out and
+    put back in place (work in C for the untouched rooms, ``log n`` key calls per
+    changed room)."""
+    key = sort_key(sort, keys)
+    moved = set(changed)
+    kept = [room_id for room_id in order if room_id not in moved] if moved else list(order)
+    for room_id in sorted(moved, key=key):
+        bisect.insort(kept, room_id, key=key)
+    return kept
+
+
+@attrs.frozen(eq=False)
+class SortedRooms:
+    """A user's room list sorted by one sort, valid at ``room`` / ``receipt``
+    positions for the membership it was built from (``listing``)."""
+
+    listing: Any
+    room: int
+    receipt: Any
+    order: tuple[str, ...]
+    keys: SortKeys
+    #: ``order`` with memberships and its stored snapshot form, built once on demand
+    #: (a list used as a write-once cell).
+    _built: list[tuple[tuple[tuple[str, str], ...], dict[str, str], str]] = attrs.field(
+        factory=list
+    )
+
+    def snapshot_parts(
+        self, listed: Mapping[str, Any]
+    ) -> tuple[tuple[tuple[str, str], ...], dict[str, str], str]:
+        """(rooms with membership, invite event ids, stored form) of the order."""
+        if not self._built:
+            rooms = tuple((r, listed[r].membership) for r in self.order)
+            invites = {r: listed[r].event_id for r, m in rooms if m == "invite"}
+            text = Snapshot("", "", rooms, invites).encode_rooms()
+            self._built.append((rooms, invites, text))
+        return self._built[0]
+
+
+class SortedRoomsCache:
+    """Sorted lists per (user, sort), least recently used dropped beyond a total
+    number of rooms held."""
+
+    def __init__(self, max_rooms: int = 2_000_000) -> None:
+        self._max_rooms = max_rooms
+        self._held = 0
+        self._entries: OrderedDict[tuple[str, tuple[str, ...]], SortedRooms] = OrderedDict()
+
+    def get(self, user_id: str, sort: Sequence[str]) -> SortedRooms | None:
+        key = (user_id, tuple(sort))
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, user_id: str, sort: Sequence[str], entry: SortedRooms) -> None:
+        key = (user_id, tuple(sort))
+        previous = self._entries.pop(key, None)
+        if previous is not None:
+            self._held -= len(previous.order)
+        self._entries[key] = entry
+        self._held += len(entry.order)
+        while self._held > self._max_rooms and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self._held -= len(dropped.order)

@@ -157,9 +157,13 @@ class Snapshot:
     rooms: tuple[tuple[str, str], ...]
     #: room id -> invite event id, for the invited rooms.
     invites: Mapping[str, str] = attrs.field(factory=dict)
+    #: The stored form, when already built (snapshots of one sorted list share it).
+    encoded: str | None = attrs.field(default=None, eq=False, repr=False)
 
     def encode_rooms(self) -> str:
         """One line per room: ``j<room id>`` or ``i<room id>\t<invite event id>``."""
+        if self.encoded is not None:
+            return self.encoded
         lines = []
         for room_id, membership in self.rooms:
             if membership == "invite":

@@ -36,12 +36,16 @@ from synapse_syncv3.core.room_list import (
     Cursor,
     PendingRooms,
     Position,
+    SortedRooms,
+    SortedRoomsCache,
     SortKeys,
     cut,
     invite_name,
     join_position,
+    merge_keys,
     new_snapshot_id,
     page_of,
+    resort,
     room_name,
     sort_rooms,
     split_position,
@@ -63,6 +67,10 @@ from synapse_syncv3.streams.receipts import parse_receipt_position
 DEFAULT_LIMIT = 20
 DEFAULT_TIMELINE_LIMIT = 1
 MAX_SORT_ENTRIES = 4
+
+#: Changed rooms put back into a sorted list one by one; more (and more than an
+#: eighth of the list) are sorted afresh.
+_RESORT_MAX = 64
 
 #: The position releases that did not serve room_list put in their tokens.
 _UNSERVED_POSITION = "0"
@@ -132,6 +140,7 @@ class RoomListStream(StreamDefaults):
 
     def __init__(self) -> None:
         self._names = _NameCache()
+        self._sorted_rooms = SortedRoomsCache()
 
     # -- request ---------------------------------------------------------------------
 
@@ -243,41 +252,59 @@ class RoomListStream(StreamDefaults):
             return await self._first_page(ctx, request)
         return await self._streaming(ctx, request)
 
-    async def _listed(self, ctx: StreamContext) -> dict[str, Any]:
-        """The listed rooms (SPEC §7.4): joined and invited, no invites from ignored
-        users."""
-        rooms = await ctx.synapse.listed_rooms(ctx.user_id)
-        ignored: frozenset[str] = frozenset()
-        if any(room.membership == "invite" for room in rooms):
-            ignored = await ctx.synapse.ignored_users(ctx.user_id)
-        return {
-            room.room_id: room
-            for room in rooms
-            if room.membership == "join" or room.sender not in ignored
-        }
-
     async def _first_page(self, ctx: StreamContext, request: StreamRequest) -> StreamResult:
         negotiated = self.negotiate(request.params, ctx.config.max_limits)
         limit, sort = negotiated["limit"], negotiated["sort"]
         if request.position is None:
             ctx.state.clear_rooms(self.name)  # the stream starts again
         ctx.state.discard(PendingRooms)  # the snapshot holds every change before now
-        listed = await self._listed(ctx)
-        keys = await self._sort_keys(ctx, listed, sort, bulk=True)
-        ordered = sort_rooms(listed, sort, keys)
+        listing = await ctx.synapse.listed_rooms(ctx.user_id)
+        listed = listing.rooms
+        sorted_rooms = await self._sorted(ctx, listing, sort)
         anchor = await self._position_now(ctx)
-        rooms = tuple((room_id, listed[room_id].membership) for room_id in ordered)
+        rooms, invites, text = sorted_rooms.snapshot_parts(listed)
         page = page_of(rooms, 0, limit)
         payload: JsonDict = {"count": len(rooms)}
         if page.next_offset is not None:
-            invites = {r: listed[r].event_id for r, m in rooms if m == "invite"}
-            snapshot = Snapshot(new_snapshot_id(), anchor, rooms, invites)
+            snapshot = Snapshot(new_snapshot_id(), anchor, rooms, invites, encoded=text)
             ctx.state.add_snapshot(snapshot)
             payload["p"] = {"next": Cursor(snapshot.snapshot_id, page.next_offset).encode()}
-        items = [_Item(r, m, listed[r].event_id) for r, m in page.rooms]
+        items = [_Item(r, m, listed[r].event_id, None, listed[r].position) for r, m in page.rooms]
+        keys = sorted_rooms.keys
         payload["rooms"] = await self._entries(ctx, request.params, items, None, keys)
         ctx.state.record_rooms(self.name, [room_id for room_id, _ in page.rooms])
         return StreamResult(payload=_ordered_payload(payload), has_data=True, position=anchor)
+
+    async def _sorted(self, ctx: StreamContext, listing: Any, sort: Sequence[str]) -> SortedRooms:
+        """The listed rooms sorted at ``now``: the user's list sorted by an earlier
+        first page, with the rooms that changed since put back in place, or sorted
+        afresh from bulk reads (a membership change, a long time, many changes)."""
+        synapse = ctx.synapse
+        now_room = synapse.room_key(ctx.now)
+        now_receipt = synapse.receipt_key(ctx.now)
+        previous = self._sorted_rooms.get(ctx.user_id, sort)
+        if previous is not None and previous.listing is listing:
+            changed = synapse.joined_rooms_with_events_after(listing, previous.room)
+            counts = "by_notification_count" in sort or "by_highlight_count" in sort
+            if counts and synapse.receipts_ahead(now_receipt, previous.receipt):
+                own = await synapse.own_receipt_rooms(ctx.user_id, previous.receipt, now_receipt)
+                changed.update(r for r in own if r in listing.joined)
+            if not changed:
+                return previous
+            if len(changed) <= max(_RESORT_MAX, len(listing.rooms) // 8):
+                fresh = await self._sort_keys(
+                    ctx, {r: listing.rooms[r] for r in changed}, sort, bulk=False
+                )
+                keys = merge_keys(previous.keys, fresh, changed)
+                order = resort(previous.order, changed, sort, keys)
+                entry = SortedRooms(listing, now_room, now_receipt, tuple(order), keys)
+                self._sorted_rooms.put(ctx.user_id, sort, entry)
+                return entry
+        keys = await self._sort_keys(ctx, listing.rooms, sort, bulk=True)
+        order = sort_rooms(listing.rooms, sort, keys)
+        entry = SortedRooms(listing, now_room, now_receipt, tuple(order), keys)
+        self._sorted_rooms.put(ctx.user_id, sort, entry)
+        return entry
 
     async def _continuation(
         self, ctx: StreamContext, request: StreamRequest, snapshot: Snapshot, offset: int
@@ -302,7 +329,8 @@ class RoomListStream(StreamDefaults):
         position: Position = request.position
         now_room = synapse.room_key(ctx.now)
         now_receipt = synapse.receipt_key(ctx.now)
-        listed = await self._listed(ctx)
+        listing = await synapse.listed_rooms(ctx.user_id)
+        listed = listing.rooms
         pending = ctx.state.get(PendingRooms)
         changed: set[str] = set(pending.rooms) if pending is not None else set()
         memberships: Mapping[str, Any] = {}
@@ -316,8 +344,7 @@ class RoomListStream(StreamDefaults):
             # New events count in joined rooms only (an invite's entry is the
             # invite's), and only if the user may see one of them. In-memory checks
             # first: with nothing new no query is made.
-            joined = [r for r, room in listed.items() if room.membership == "join"]
-            candidates = synapse.rooms_with_events_after(joined, position.room)
+            candidates = synapse.joined_rooms_with_events_after(listing, position.room)
             if candidates:
                 latest = await synapse.latest_positions(candidates)
                 moved = [

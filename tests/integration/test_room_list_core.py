@@ -85,3 +85,37 @@ def test_token_of_a_release_that_did_not_serve_room_list(server: Server) -> None
     old = with_position(first["next"], "room_list", "0")
     again = v3.ok({}, since=old)
     assert ids(again) == [room] and again["room_list"]["count"] == 1
+
+
+def test_first_pages_follow_changes_between_them(server: Server) -> None:
+    """A first page reuses the order an earlier one sorted, with the rooms that
+    changed since put back in place: every first page must equal a fresh sort."""
+    alice, bob = server.user("Alice"), server.user("Bob")
+    rooms = []
+    for n in range(6):
+        room = bob.create_room(name=f"R{n}", invite=[alice.user_id])
+        alice.join(room)
+        rooms.append(room)
+    for sort in (["by_recency"], ["by_notification_count", "by_recency"], ["by_name"]):
+        V3(alice).ok({"room_list": {"sort": sort, "limit": 3}})
+    bob.send_message(rooms[0], "news")
+    bob._call("PUT", f"/rooms/{rooms[1]}/state/m.room.name/", {"name": "A first"})
+    first = V3(alice).ok({"room_list": {"limit": 3}})
+    assert ids(first) == [rooms[1], rooms[0], rooms[5]]
+    by_count = V3(alice).ok({"room_list": {"sort": ["by_notification_count", "by_recency"]}})
+    # Every room counts the invite that preceded the join in Synapse's bulk summary;
+    # the counts (and the order) are the per-room ones v2 sync reports.
+    assert [rooms.index(r) for r in ids(by_count)] == [0, 1, 5, 4, 3, 2]
+    assert by_count["room_list"]["rooms"][0]["notification_count"] == 1
+    by_name = V3(alice).ok({"room_list": {"sort": ["by_name"]}})
+    assert ids(by_name)[0] == rooms[1]
+    # The user's own receipt lowers the count: the order follows.
+    event_id = first["room_list"]["rooms"][1]["timeline"][-1]["event_id"]
+    alice.send_receipt(rooms[0], event_id)
+    after = V3(alice).ok({"room_list": {"sort": ["by_notification_count", "by_recency"]}})
+    assert after["room_list"]["rooms"][ids(after).index(rooms[0])]["notification_count"] == 0
+    expected = [rooms[1], rooms[0], rooms[5], rooms[4], rooms[3], rooms[2]]
+    assert ids(after) == expected
+    # A membership change sorts afresh.
+    alice.leave(rooms[2])
+    assert rooms[2] not in ids(V3(alice).ok({"room_list": {}}))

@@ -10,11 +10,15 @@ from synapse_syncv3.core.room_list import (
     Cursor,
     NameParts,
     PendingRooms,
+    SortedRooms,
+    SortedRoomsCache,
     SortKeys,
     cut,
     invite_name,
     join_position,
+    merge_keys,
     page_of,
+    resort,
     room_name,
     sort_rooms,
     split_position,
@@ -133,3 +137,44 @@ def test_cut_and_pending() -> None:
     assert reported == ["!a", "!b"] and rest == ("!c",)
     assert PendingRooms.from_json(PendingRooms(rest).to_json()) == PendingRooms(("!c",))
     assert PendingRooms.from_json({"rooms": ["!x", 3]}) == PendingRooms(("!x",))
+
+
+@given(
+    st.dictionaries(st.sampled_from([f"!{n}" for n in range(30)]), st.integers(0, 9), min_size=1),
+    st.dictionaries(st.sampled_from([f"!{n}" for n in range(30)]), st.integers(0, 9)),
+    st.sampled_from([["by_recency"], ["by_notification_count", "by_recency"], ["by_name"]]),
+)
+def test_resort_equals_a_fresh_sort(
+    before: dict[str, int], updates: dict[str, int], sort: list[str]
+) -> None:
+    """Putting the changed rooms back in place gives the order a fresh sort gives."""
+    rooms = list(before)
+    updates = {r: v for r, v in updates.items() if r in before}
+
+    def keys_of(values: dict[str, int]) -> SortKeys:
+        return SortKeys(
+            recency=values,
+            names={r: f"n{v}" for r, v in values.items()},
+            notifications={r: v % 3 for r, v in values.items()},
+        )
+
+    old = keys_of(before)
+    order = sort_rooms(rooms, sort, old)
+    new = keys_of({**before, **updates})
+    merged = merge_keys(old, new, updates)
+    assert merged == new
+    assert resort(order, updates, sort, merged) == sort_rooms(rooms, sort, new)
+
+
+def test_sorted_rooms_cache_is_bounded_by_rooms_held() -> None:
+    cache = SortedRoomsCache(max_rooms=5)
+
+    def entry(n: int) -> SortedRooms:
+        return SortedRooms(None, 1, None, tuple(f"!{i}" for i in range(n)), SortKeys())
+
+    cache.put("@a", ["by_recency"], entry(3))
+    cache.put("@b", ["by_recency"], entry(3))
+    assert cache.get("@a", ["by_recency"]) is None  # dropped: 6 rooms > 5
+    assert cache.get("@b", ["by_recency"]) is not None
+    cache.put("@b", ["by_recency"], entry(9))  # a single entry may exceed the bound
+    assert cache.get("@b", ["by_recency"]) is not None
