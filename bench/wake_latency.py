@@ -22,7 +22,9 @@ to N rooms long-polls with sync v3 serving one of them (``room_data``, timeline_
 time (the ``PUT /send`` round trip) is recorded, so the cost beyond the send shows.
 The N rooms (created by the user, in a loop with progress) are seeded once and cached
 in bench/.cache/ (``--reseed`` rebuilds); results then go to
-bench/results/wake_latency_rooms-<db>.json.
+bench/results/wake_latency_rooms-<db>.json, with a plot whose second panel shows, per
+sample, the wake latency minus the send round trip (negative: the waiting client had
+its answer before the sender had the answer to its own request).
 
     bench/run wake_latency.py --rooms 10,1000 --only-rooms
     bench/run wake_latency.py --rooms 10,1000 --only-rooms --db postgres
@@ -49,6 +51,7 @@ from bench.common import (
     Deadline,
     SeededServer,
     boxplot,
+    boxplot_panels,
     exit_on_sigterm,
     metric_counts,
     module_version,
@@ -343,6 +346,24 @@ def report(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path, width: float = 8) -> bool:
+    if "beyond_send" in result:
+        # The --rooms result: the latencies, and beside them per sample the wake
+        # latency minus the send round trip (what the wake costs beyond the send).
+        beyond = {
+            f"{key.split()[0]} ({key.split()[1]} rooms)": values
+            for key, values in result["beyond_send"].items()
+        }
+        return boxplot_panels(
+            [
+                ("send start → long-poll response", result["series"], False),
+                ("beyond the send (wake − send round trip)", beyond, False),
+            ],
+            path,
+            title=f"Wake latency of a message, sync v3 vs v2 sync ({result['db']}, Synapse "
+            f"{result['synapse']}, n={result['samples']})",
+            ylabel="ms",
+            width=3 + 1.1 * (len(result["series"]) + len(beyond)),
+        )
     return boxplot(
         result["series"],
         path,
