@@ -376,6 +376,7 @@ class SessionStore:
         keeps both versions; marks it used."""
 
         def txn_func(txn: Any) -> LoadedSession | None:
+            self._read_committed_txn(txn)
             txn.execute(
                 "SELECT user_id, device_id, last_used_ts, wants_to_device"
                 " FROM syncv3_sessions WHERE session_id = ?",
@@ -405,8 +406,9 @@ class SessionStore:
                 state_json = state_row[0]
             if row[2] < now_ms:
                 txn.execute(
-                    "UPDATE syncv3_sessions SET last_used_ts = ? WHERE session_id = ?",
-                    (now_ms, session_id),
+                    "UPDATE syncv3_sessions SET last_used_ts = ?"
+                    " WHERE session_id = ? AND last_used_ts < ?",
+                    (now_ms, session_id, now_ms),
                 )
             return LoadedSession(
                 params_json=params_row[0], wants_to_device=bool(row[3]), state_json=state_json
@@ -665,6 +667,16 @@ class SessionStore:
 
         await self._run("syncv3_deletion_done", txn_func)
 
+    def _read_committed_txn(self, txn: Any) -> None:
+        """Run the rest of the transaction at READ COMMITTED (PostgreSQL; first
+        statement only). For the transactions that mark a session used: two requests
+        of one session (a client that closed a request and sent it again at once) both
+        update its ``last_used_ts``; at Synapse's REPEATABLE READ the second fails
+        with a serialization error and is retried (up to five times, then a 500),
+        at READ COMMITTED it waits for the first and re-checks its condition."""
+        if self._postgres:
+            txn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
     def _lock_device_txn(self, txn: Any, user_id: str, device_id: str) -> None:
         """The per-device guard; must come first in its transaction."""
         if not self._postgres:
@@ -720,6 +732,7 @@ class SessionStore:
         """Mark the session used when a request completes (SPEC §4.3)."""
 
         def txn_func(txn: Any) -> None:
+            self._read_committed_txn(txn)
             txn.execute(
                 "UPDATE syncv3_sessions SET last_used_ts = ?"
                 " WHERE session_id = ? AND last_used_ts < ?",
