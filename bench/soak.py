@@ -448,6 +448,8 @@ def sample(world: World, started: float) -> dict[str, Any]:
             " GROUP BY session_id, stream, room_id) AS v"
         )
         point["max_versions_per_sent_room"] = int(cur.fetchone()[0])
+        cur.execute("SELECT stream, count(*) FROM syncv3_sent_rooms GROUP BY stream")
+        point["sent_rooms_by_stream"] = {str(row[0]): int(row[1]) for row in cur.fetchall()}
         ttl_ms = SESSION_TTL_S * 1000
         cur.execute(
             "SELECT count(*), coalesce(min(last_used_ts), 0) FROM syncv3_sessions"
@@ -653,6 +655,8 @@ def checks(data: dict[str, Any]) -> dict[str, Any]:
         "max_state_versions": max(s["max_state_versions"] for s in samples),
         "max_sent_rooms_per_session": max(s["max_sent_rooms_per_session"] for s in samples),
         "max_versions_per_sent_room": max(s["max_versions_per_sent_room"] for s in samples),
+        "sent_rooms_by_stream_after_warmup": first["sent_rooms_by_stream"],
+        "sent_rooms_by_stream_end": last["sent_rooms_by_stream"],
         "max_oldest_overdue_s": max(s["oldest_overdue_s"] for s in samples),
         "overdue_limit_s": overdue_limit,
         "rows_after_warmup": first["rows"],
@@ -704,6 +708,8 @@ def report(data: dict[str, Any]) -> str:
         f" versions: max {c['max_state_versions']}; sent_rooms rows: max"
         f" {c['max_sent_rooms_per_session']} per session, max {c['max_versions_per_sent_room']}"
         " versions recording one room of one session",
+        f"sent_rooms rows by stream after warm-up -> end: {c['sent_rooms_by_stream_after_warmup']}"
+        f" -> {c['sent_rooms_by_stream_end']}",
         f"sessions past TTL not swept: at most {c['max_oldest_overdue_s']} s overdue (limit"
         f" {c['overdue_limit_s']:.0f} s)",
         "rows after warm-up -> max -> end: "
