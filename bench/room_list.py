@@ -43,9 +43,11 @@ rest, rooms of the account alone, half of them named, the newest 30 with a messa
 So the 20 most recent rooms end with a message, as in an active account (native sliding
 sync pays one more query per room of its page whose timeline holds no "bump" event).
 Seeding goes through the client API, 8 requests at a time with progress; Synapse's
-rate limits are off (the harness's config). On 2 shared cores it took
-about 9 minutes for 10 + 1,000 + 5,000 rooms on SQLite; then the database is cached per
-room counts, database and Synapse version (``--reseed`` rebuilds it).
+rate limits are off (the harness's config). On 2 shared cores seeding 10 + 1,000 + 5,000
+rooms took 10 minutes on SQLite (10-12 rooms/s) and 19 on PostgreSQL (5-6 rooms/s); the
+database is then cached per room counts, database and Synapse version (``--reseed``
+rebuilds it). A run from the cache took 7 minutes on SQLite and 13 on PostgreSQL, most of
+it v2 initial syncs of 5,000 rooms (about 50 s each on SQLite, 150 s on PostgreSQL).
 
     bench/run room_list.py                              # SQLite, 10,1000,5000 rooms
     bench/run room_list.py --db postgres                # PostgreSQL at SYNCV3_TEST_POSTGRES
