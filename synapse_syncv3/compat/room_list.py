@@ -39,7 +39,7 @@ __all__ = ["ListedRoom", "Listing", "RoomListMixin"]
 #: Raw events read per room for a room_list timeline before the visibility filter;
 #: a room where fewer than ``timeline_limit`` of them are visible is read again with
 #: :meth:`RoomsMixin.room_timeline`.
-_EXTRA_EVENTS = 2
+_EXTRA_EVENTS = 0
 
 #: Users whose listed rooms are kept in memory (least recently used dropped).
 _LISTED_USERS_CACHED = 10_000

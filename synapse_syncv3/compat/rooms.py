@@ -79,6 +79,9 @@ class RoomTimeline:
 class RoomsMixin(TimelineMixin):
     """The room reads of ``room_data`` (SPEC §7.5, §9)."""
 
+    #: ``now`` and its token string after the room part (see room_token_string).
+    _token_rest: tuple[StreamToken, str] | None = None
+
     async def user_memberships(
         self, user_id: str, room_ids: Collection[str] | None = None
     ) -> dict[str, CurrentMembership]:
@@ -260,8 +263,17 @@ class RoomsMixin(TimelineMixin):
 
     async def room_token_string(self, now: StreamToken, position: int) -> str:
         """A ``StreamToken`` string of ``now`` with the room position ``position``, as
-        v2 sync's ``prev_batch`` (``GET /rooms/{id}/messages?dir=b`` continues from it)."""
-        return str(await self._at_room_position(position, now).to_string(self._store))
+        v2 sync's ``prev_batch`` (``GET /rooms/{id}/messages?dir=b`` continues from it).
+
+        A plain room position is ``s<position>``, the first of the token's parts: the
+        other parts are those of ``now``, rendered once per ``now`` (a response asks
+        for one per room)."""
+        cached = self._token_rest
+        if cached is None or cached[0] != now:
+            whole = str(await now.to_string(self._store))
+            cached = (now, whole.split("_", 1)[1])
+            self._token_rest = cached
+        return f"s{position}_{cached[1]}"
 
     def _at_room_position(self, position: int, now: StreamToken | None = None) -> StreamToken:
         base = now if now is not None else self.current_token()
