@@ -659,6 +659,7 @@ class SessionStore:
         deletions up to there are done."""
 
         def txn_func(txn: Any) -> None:
+            self._read_committed_txn(txn)  # two processes may finish the same deletion
             txn.execute(
                 "DELETE FROM syncv3_to_device_deletions"
                 " WHERE user_id = ? AND device_id = ? AND up_to <= ?",
@@ -669,11 +670,12 @@ class SessionStore:
 
     def _read_committed_txn(self, txn: Any) -> None:
         """Run the rest of the transaction at READ COMMITTED (PostgreSQL; first
-        statement only). For the transactions that mark a session used: two requests
-        of one session (a client that closed a request and sent it again at once) both
-        update its ``last_used_ts``; at Synapse's REPEATABLE READ the second fails
-        with a serialization error and is retried (up to five times, then a 500),
-        at READ COMMITTED it waits for the first and re-checks its condition."""
+        statement only). For single-statement writes that concurrent requests make to
+        the same rows: two requests of one session (a client that closed a request and
+        sent it again at once) both update its ``last_used_ts``, two processes finish
+        the same pending deletion. At Synapse's REPEATABLE READ the second fails with a
+        serialization error and is retried (up to five times, then a 500); at READ
+        COMMITTED it waits for the first and re-checks its condition."""
         if self._postgres:
             txn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
