@@ -663,6 +663,11 @@ def checks(data: dict[str, Any]) -> dict[str, Any]:
         "rows_end": last["rows"],
         "rows_max": {t: max(s["rows"][t] for s in warm) for t in first["rows"]},
         "module_log_problems": len(data["module_log_problems"]),
+        # Of those: a request the client had closed, cancelled by Synapse inside one of
+        # its calls that turns the cancellation into another error (FirstError).
+        "module_log_problems_cancelled": sum(
+            "CancelledError" in line for line in data["module_log_problems"]
+        ),
     }
     db = result["db_connections"]
     result["connections_ok"] = db["last_third_mean"] <= db["first_third_mean"] + 2
@@ -718,7 +723,8 @@ def report(data: dict[str, Any]) -> str:
             for t in c["rows_end"]
         ),
         f"server counts: {data['server_counts']}",
-        f"module log problems: {c['module_log_problems']}; Synapse's own:"
+        f"module log problems: {c['module_log_problems']} ({c['module_log_problems_cancelled']}"
+        " of them a cancelled request of a client that had gone); Synapse's own:"
         f" {data['synapse_log_problems']}",
         f"transactions retried by Synapse: {data['transaction_retries'] or 'none'}",
     ]

@@ -694,6 +694,7 @@ def run_chaos(
 # -- logs ------------------------------------------------------------------------------
 
 _PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext")
+_EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
 
 
 def _log_lines(path: Path) -> list[str]:
@@ -727,8 +728,9 @@ def log_problems(path: Path) -> tuple[list[str], list[str]]:
         covered = number + len(block) - 1
         text = "\n".join(block)
         entry = f"{path.name}: {line[:300]}"
-        if len(block) > 1:  # a traceback follows: name its exception
-            entry += f" | {block[-1].strip()[:200]}"
+        raised = [b for b in block[1:] if _EXCEPTION_RE.match(b)]
+        if raised:  # a traceback follows: name its exception
+            entry += f" | {raised[-1].strip()[:240]}"
         if "synapse_syncv3" in text:
             ours.append(entry)
         else:
