@@ -86,7 +86,7 @@ SCHEMA_STEPS: Sequence[Sequence[str]] = (
     ),
     (
         # room_list snapshots (SPEC §7.4, §10.3): the order and membership of the
-        # listed rooms at the anchor, one row per snapshot ("<j|i><room id>" lines),
+        # listed rooms at the anchor, one row per snapshot (Snapshot.encode_rooms),
         # written with the state version of the response that took it.
         """
         CREATE TABLE IF NOT EXISTS syncv3_room_list_snapshots (
@@ -504,8 +504,8 @@ class SessionStore:
             row = txn.fetchone()
             if row is None:
                 return None
-            rooms, invites = Snapshot.decode_rooms(str(row[1]))
-            return Snapshot(snapshot_id, str(row[0]), rooms, invites)
+            order, invites = Snapshot.decode_rooms(str(row[1]))
+            return Snapshot(snapshot_id, str(row[0]), order, invites)
 
         return await self._run("syncv3_read_snapshot", txn_func)  # type: ignore[no-any-return]
 

@@ -68,6 +68,8 @@ class Listing:
     #: room id -> the room, joined or invited.
     rooms: Mapping[str, ListedRoom]
     joined: frozenset[str]
+    #: room id -> invite event id, for the invited rooms.
+    invites: Mapping[str, str]
 
 
 class RoomListMixin(RoomsMixin):
@@ -113,7 +115,9 @@ class RoomListMixin(RoomsMixin):
             and (r.membership == Membership.JOIN or r.sender not in ignored)
         }
         listing = Listing(
-            listed, frozenset(r for r, room in listed.items() if room.membership == "join")
+            listed,
+            frozenset(r for r, room in listed.items() if room.membership == "join"),
+            {r: room.event_id for r, room in listed.items() if room.membership == "invite"},
         )
         # The mark was taken before the read: a change during the read moves the
         # cache, so the next call reads again.

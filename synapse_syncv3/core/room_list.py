@@ -168,12 +168,12 @@ class Cursor:
 
 @attrs.frozen
 class Page:
-    rooms: tuple[tuple[str, str], ...]
+    rooms: tuple[str, ...]
     #: Offset of the next page, or None for the last one.
     next_offset: int | None
 
 
-def page_of(rooms: Sequence[tuple[str, str]], offset: int, limit: int) -> Page:
+def page_of(rooms: Sequence[str], offset: int, limit: int) -> Page:
     """The page at ``offset``; IndexError past the end (offset 0 of an empty list is
     the one empty page)."""
     if offset < 0 or (offset >= len(rooms) and offset != 0):
@@ -281,22 +281,14 @@ class SortedRooms:
     receipt: Any
     order: tuple[str, ...]
     keys: SortKeys
-    #: ``order`` with memberships and its stored snapshot form, built once on demand
-    #: (a list used as a write-once cell).
-    _built: list[tuple[tuple[tuple[str, str], ...], dict[str, str], str]] = attrs.field(
-        factory=list
-    )
+    #: The stored snapshot form of ``order``, built once on demand (a list used as a
+    #: write-once cell).
+    _encoded: list[str] = attrs.field(factory=list)
 
-    def snapshot_parts(
-        self, listed: Mapping[str, Any]
-    ) -> tuple[tuple[tuple[str, str], ...], dict[str, str], str]:
-        """(rooms with membership, invite event ids, stored form) of the order."""
-        if not self._built:
-            rooms = tuple((r, listed[r].membership) for r in self.order)
-            invites = {r: listed[r].event_id for r, m in rooms if m == "invite"}
-            text = Snapshot("", "", rooms, invites).encode_rooms()
-            self._built.append((rooms, invites, text))
-        return self._built[0]
+    def encoded(self, invites: Mapping[str, str]) -> str:
+        if not self._encoded:
+            self._encoded.append(Snapshot("", "", self.order, invites).encode_rooms())
+        return self._encoded[0]
 
 
 class SortedRoomsCache:

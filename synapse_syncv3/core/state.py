@@ -147,45 +147,56 @@ register_value(Lineage)
 
 @attrs.frozen
 class Snapshot:
-    """A stored ``room_list`` snapshot (SPEC §7.4): the listed rooms in order with
-    their membership at the anchor (the stream position of the first page), and the
-    invite event of each invited room."""
+    """A stored ``room_list`` snapshot (SPEC §7.4): the listed rooms in order at the
+    anchor (the stream position of the first page), and the invite event of each
+    invited room (the others were joined)."""
 
     snapshot_id: str
     anchor: str
-    #: (room id, membership: "join" or "invite"), in list order.
-    rooms: tuple[tuple[str, str], ...]
+    #: Room ids in list order.
+    order: tuple[str, ...]
     #: room id -> invite event id, for the invited rooms.
     invites: Mapping[str, str] = attrs.field(factory=dict)
     #: The stored form, when already built (snapshots of one sorted list share it).
     encoded: str | None = attrs.field(default=None, eq=False, repr=False)
 
+    def membership(self, room_id: str) -> str:
+        return "invite" if room_id in self.invites else "join"
+
     def encode_rooms(self) -> str:
-        """One line per room: ``j<room id>`` or ``i<room id>\t<invite event id>``."""
+        """The room ids one per line, then a form feed and ``<room id>\t<event id>``
+        per invite (room ids hold neither character): joined and split in C, so a
+        5,000-room snapshot costs well under a millisecond either way."""
         if self.encoded is not None:
             return self.encoded
-        lines = []
-        for room_id, membership in self.rooms:
-            if membership == "invite":
-                lines.append(f"i{room_id}\t{self.invites.get(room_id, '')}")
-            else:
-                lines.append(f"j{room_id}")
-        return "\n".join(lines)
+        invites = "\n".join(f"{room}\t{event}" for room, event in self.invites.items())
+        return "\n".join(self.order) + "\f" + invites
 
     @staticmethod
-    def decode_rooms(text: str) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
-        rooms: list[tuple[str, str]] = []
-        invites: dict[str, str] = {}
-        for line in text.split("\n"):
-            if not line:
-                continue
-            if line[0] == "i":
-                room_id, _, event_id = line[1:].partition("\t")
-                rooms.append((room_id, "invite"))
-                invites[room_id] = event_id
-            else:
-                rooms.append((line[1:], "join"))
-        return tuple(rooms), invites
+    def decode_rooms(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+        order, separator, invite_lines = text.partition("\f")
+        if not separator:
+            return _decode_marked_rooms(text)
+        invites = {}
+        for line in invite_lines.split("\n"):
+            room, _, event = line.partition("\t")
+            if room:
+                invites[room] = event
+        return tuple(order.split("\n")) if order else (), invites
+
+
+def _decode_marked_rooms(text: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The first stored form (``j<room id>`` / ``i<room id>\t<event id>`` lines)."""
+    order: list[str] = []
+    invites: dict[str, str] = {}
+    for line in text.split("\n"):
+        if not line:
+            continue
+        room_id, _, event_id = line[1:].partition("\t")
+        order.append(room_id)
+        if line[0] == "i":
+            invites[room_id] = event_id
+    return tuple(order), invites
 
 
 def encode_values(values: Mapping[str, StateValue]) -> str:
@@ -267,6 +278,8 @@ class SessionState:
         self._read_rooms = read_rooms
         self._read_snapshot = read_snapshot
         self._snapshots: list[Snapshot] = []
+        #: Snapshots read for this request (a page request checks, then computes).
+        self._snapshots_read: dict[str, Snapshot | None] = {}
         self._sent: dict[str, set[str]] = {}
         self._cleared: set[str] = set()
         #: known_rooms answers of this version: what a version has received never
@@ -281,6 +294,7 @@ class SessionState:
             self.version, self._base, self._read_rooms, read_snapshot=self._read_snapshot
         )
         forked._known = self._known
+        forked._snapshots_read = self._snapshots_read
         return forked
 
     # -- values --------------------------------------------------------------------
@@ -349,7 +363,9 @@ class SessionState:
         for taken in self._snapshots:
             if taken.snapshot_id == snapshot_id:
                 return taken
-        return await self._read_snapshot(snapshot_id)
+        if snapshot_id not in self._snapshots_read:
+            self._snapshots_read[snapshot_id] = await self._read_snapshot(snapshot_id)
+        return self._snapshots_read[snapshot_id]
 
     def add_snapshot(self, snapshot: Snapshot) -> None:
         """A snapshot taken by this response, stored with it."""

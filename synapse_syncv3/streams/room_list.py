@@ -235,7 +235,7 @@ class RoomListStream(StreamDefaults):
             raise invalid_param("room_list.p: the cursor's snapshot is no longer retained")
         if snapshot.anchor != position.raw:
             raise invalid_param("room_list.p: the cursor belongs to another position")
-        if cursor.offset >= len(snapshot.rooms):
+        if cursor.offset >= len(snapshot.order):
             raise invalid_param("room_list.p: the cursor is past the end of the snapshot")
         return snapshot, cursor.offset
 
@@ -262,17 +262,26 @@ class RoomListStream(StreamDefaults):
         listed = listing.rooms
         sorted_rooms = await self._sorted(ctx, listing, sort)
         anchor = await self._position_now(ctx)
-        rooms, invites, text = sorted_rooms.snapshot_parts(listed)
-        page = page_of(rooms, 0, limit)
-        payload: JsonDict = {"count": len(rooms)}
+        order = sorted_rooms.order
+        page = page_of(order, 0, limit)
+        payload: JsonDict = {"count": len(order)}
         if page.next_offset is not None:
-            snapshot = Snapshot(new_snapshot_id(), anchor, rooms, invites, encoded=text)
+            snapshot = Snapshot(
+                new_snapshot_id(),
+                anchor,
+                order,
+                listing.invites,
+                encoded=sorted_rooms.encoded(listing.invites),
+            )
             ctx.state.add_snapshot(snapshot)
             payload["p"] = {"next": Cursor(snapshot.snapshot_id, page.next_offset).encode()}
-        items = [_Item(r, m, listed[r].event_id, None, listed[r].position) for r, m in page.rooms]
+        items = [
+            _Item(r, listed[r].membership, listed[r].event_id, None, listed[r].position)
+            for r in page.rooms
+        ]
         keys = sorted_rooms.keys
         payload["rooms"] = await self._entries(ctx, request.params, items, None, keys)
-        ctx.state.record_rooms(self.name, [room_id for room_id, _ in page.rooms])
+        ctx.state.record_rooms(self.name, page.rooms)
         return StreamResult(payload=_ordered_payload(payload), has_data=True, position=anchor)
 
     async def _sorted(self, ctx: StreamContext, listing: Any, sort: Sequence[str]) -> SortedRooms:
@@ -310,14 +319,14 @@ class RoomListStream(StreamDefaults):
         self, ctx: StreamContext, request: StreamRequest, snapshot: Snapshot, offset: int
     ) -> StreamResult:
         negotiated = self.negotiate(request.params, ctx.config.max_limits)
-        page = page_of(snapshot.rooms, offset, negotiated["limit"])
-        payload: JsonDict = {"count": len(snapshot.rooms)}
+        page = page_of(snapshot.order, offset, negotiated["limit"])
+        payload: JsonDict = {"count": len(snapshot.order)}
         if page.next_offset is not None:
             payload["p"] = {"next": Cursor(snapshot.snapshot_id, page.next_offset).encode()}
-        items = [_Item(r, m, snapshot.invites.get(r)) for r, m in page.rooms]
+        items = [_Item(r, snapshot.membership(r), snapshot.invites.get(r)) for r in page.rooms]
         anchor = request.position.room
         payload["rooms"] = await self._entries(ctx, request.params, items, anchor, None)
-        ctx.state.record_rooms(self.name, [room_id for room_id, _ in page.rooms])
+        ctx.state.record_rooms(self.name, page.rooms)
         return StreamResult(
             payload=_ordered_payload(payload), has_data=True, position=request.position.raw
         )

@@ -51,7 +51,7 @@ async def populate(
     state = SessionState()
     state.set(Marker(1))
     state.record_rooms("room_data", ["!a", "!b"])
-    state.add_snapshot(Snapshot("snap0001", "5_1", (("!a", "join"),)))
+    state.add_snapshot(Snapshot("snap0001", "5_1", ("!a",)))
     assert await backend.store.persist_state(session_id, state) == 1
     for table in SESSION_TABLES:
         assert backend.db.count(table, session_id) > 0, (table, session_id)

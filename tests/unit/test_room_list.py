@@ -113,8 +113,8 @@ def test_cursor_round_trip_and_garbage() -> None:
 
 
 def test_pages_cover_the_snapshot() -> None:
-    rooms = tuple((f"!{n}", "join") for n in range(7))
-    seen = []
+    rooms = tuple(f"!{n}" for n in range(7))
+    seen: list[str] = []
     offset: int | None = 0
     while offset is not None:
         page = page_of(rooms, offset, 2)
@@ -127,9 +127,13 @@ def test_pages_cover_the_snapshot() -> None:
 
 
 def test_snapshot_rooms_encoding() -> None:
-    snapshot = Snapshot("id", "1_1", (("!a:x", "join"), ("!b:x", "invite")), {"!b:x": "$e"})
-    rooms, invites = Snapshot.decode_rooms(snapshot.encode_rooms())
-    assert rooms == snapshot.rooms and invites == {"!b:x": "$e"}
+    snapshot = Snapshot("id", "1_1", ("!a:x", "!b:x", "!c:x"), {"!b:x": "$e"})
+    order, invites = Snapshot.decode_rooms(snapshot.encode_rooms())
+    assert order == snapshot.order and invites == {"!b:x": "$e"}
+    assert [snapshot.membership(r) for r in order] == ["join", "invite", "join"]
+    assert Snapshot.decode_rooms(Snapshot("id", "1_1", ()).encode_rooms()) == ((), {})
+    # The first stored form (rows written before the current one) still reads.
+    assert Snapshot.decode_rooms("j!a:x\ni!b:x\t$e\nj!c:x") == (order, invites)
 
 
 def test_cut_and_pending() -> None:
