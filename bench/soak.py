@@ -520,6 +520,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         deployment.start()
         print(f"deployment {deployment.server_name} ready (main + 2 workers)", flush=True)
+        with deployment.postgres.connect() as conn, conn.cursor() as cur:
+            cur.execute("SHOW autovacuum")
+            autovacuum = str(cur.fetchone()[0])
         setup_started = time.monotonic()
         world = setup(deployment, args.clients)
         print(
@@ -594,6 +597,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "synapse_log_problems": len(theirs),
         "synapse_log_examples": theirs[:20],
         "transaction_retries": dict(retries.most_common()),
+        "autovacuum": autovacuum,
     }
     data["checks"] = checks(data)
     if args.keep:
@@ -717,6 +721,8 @@ def report(data: dict[str, Any]) -> str:
         f" -> {c['sent_rooms_by_stream_end']}",
         f"sessions past TTL not swept: at most {c['max_oldest_overdue_s']} s overdue (limit"
         f" {c['overdue_limit_s']:.0f} s)",
+        f"on-disk sizes (KiB, autovacuum {data['autovacuum']}: without it dead rows stay) at the"
+        " end: " + ", ".join(f"{t} {b // 1024}" for t, b in last["bytes"].items()),
         "rows after warm-up -> max -> end: "
         + ", ".join(
             f"{t} {c['rows_after_warmup'][t]} -> {c['rows_max'][t]} -> {c['rows_end'][t]}"
