@@ -223,6 +223,9 @@ class SyncV3Handler:
                 session = await self._sessions.record(
                     since, checked.loaded, req.user_id, req.device_id, checked.old, checked.new
                 )
+                # Not needed past the commit: a waiting request keeps only the decoded
+                # state (ctx.state), not the stored text as well.
+                checked.loaded = None
 
             may_wait = (
                 results is not None
@@ -260,10 +263,9 @@ class SyncV3Handler:
         metrics.REQUEST_DURATION.labels(kind=req.kind).observe(max(0.0, elapsed - waited))
         if elapsed >= _TOUCH_AFTER_SECONDS:
             # Marked used again as the response leaves, not before: a long-poll woken
-            # after a long wait does not wait for this write.
-            self._synapse.in_background(
-                "syncv3_touch_session", self._sessions.touch, session.session_id
-            )
+            # after a long wait does not wait for this write, and the long-polls that
+            # one notification wakes share one write.
+            self._sessions.mark_used(session.session_id)
         return response
 
     def _answer_at_once(self, checked: _Checked) -> bool:
@@ -297,12 +299,14 @@ class SyncV3Handler:
         names: list[str],
         previous: Mapping[str, StreamResult],
         fault: str | None = None,
+        now: Any = None,
     ) -> dict[str, StreamResult]:
-        """Compute ``names`` at a fresh ``now``; the other requested streams keep their
-        ``previous`` results (nothing they report moved, and a result without data
-        changed no stream state), except those shown with other data."""
+        """Compute ``names`` at a fresh ``now`` (sampled here unless the caller just
+        sampled it); the other requested streams keep their ``previous`` results
+        (nothing they report moved, and a result without data changed no stream
+        state), except those shown with other data."""
         ctx = checked.ctx
-        ctx.now = self._synapse.current_token()
+        ctx.now = self._synapse.current_token() if now is None else now
         ctx.state = ctx.state.fork()
         ctx.results = {}
         for name in checked.requested:
@@ -319,10 +323,11 @@ class SyncV3Handler:
             metrics.STREAM_DURATION.labels(stream=name).observe(time.monotonic() - stream_started)
         return ctx.results
 
-    async def _wait(
+    def _wait(
         self, req: SyncRequest, checked: _Checked, results: dict[str, StreamResult]
-    ) -> dict[str, StreamResult] | None:
-        """Wait until a requested stream has data, or the timeout (SPEC §6.2)."""
+    ) -> Awaitable[dict[str, StreamResult] | None]:
+        """Wait until a requested stream has data, or the timeout (SPEC §6.2). Not a
+        coroutine itself: a waiting request holds no frame of it, only the callback."""
         ctx = checked.ctx
         last = {"now": ctx.now, "results": results}
 
@@ -335,11 +340,12 @@ class SyncV3Handler:
             ]
             if not moved:
                 return None
-            computed = await self._compute(checked, moved, last["results"])
+            # No await since `now` was sampled: it is the token of this wake.
+            computed = await self._compute(checked, moved, last["results"], now=now)
             last["now"], last["results"] = ctx.now, computed
             return computed if _has_data(computed) else None
 
-        return await self._synapse.wait_for_events(
+        return self._synapse.wait_for_events(
             req.user_id, req.query.timeout_ms, on_wake, from_token=ctx.now
         )
 

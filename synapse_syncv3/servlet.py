@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from synapse.module_api import DirectServeJsonResource
@@ -76,6 +77,7 @@ class SyncV3Endpoint:
         code = 500
         try:
             req = await self._parse(request, args)
+            del args  # parsed: a long-poll waits without it
             kind = req.kind
             response = await self._handler.handle(
                 req, lambda: self._synapse.is_disconnected(request)
@@ -170,8 +172,9 @@ class SyncV3ClientServlet(RestServlet):
         self._endpoint = endpoint
 
     @cancellable
-    async def on_POST(self, request: Any) -> tuple[int, JsonDict]:
-        return await self._endpoint.on_post(request)
+    def on_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict]]:
+        # Not a coroutine itself: a waiting request holds one frame less.
+        return self._endpoint.on_post(request)
 
 
 class SyncV3Resource(DirectServeJsonResource):
@@ -182,5 +185,6 @@ class SyncV3Resource(DirectServeJsonResource):
         self._endpoint = endpoint
 
     @cancellable
-    async def _async_render_POST(self, request: Any) -> tuple[int, JsonDict]:
-        return await self._endpoint.on_post(request)
+    def _async_render_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict]]:
+        # Not a coroutine itself: a waiting request holds one frame less.
+        return self._endpoint.on_post(request)

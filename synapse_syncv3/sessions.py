@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 #: Entries of the known-rooms cache of one module instance.
 KNOWN_ROOMS_CACHE_SIZE = 10_000
 
+#: Sessions marked used in one transaction at most (:meth:`SessionManager.mark_used`).
+TOUCH_BATCH = 1000
+
 TO_DEVICE = "to_device"
 
 
@@ -60,6 +63,9 @@ class SessionManager:
         #: known_rooms answers by (session, state version, stream, rooms): a version's
         #: rows never change, so a long-polling session asks the database once.
         self._known_rooms: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
+        #: Sessions to mark used (session id -> time), see :meth:`mark_used`.
+        self._to_touch: dict[str, int] = {}
+        self._touching = False
 
     @property
     def _ttl(self) -> int:
@@ -231,6 +237,30 @@ class SessionManager:
 
     async def touch(self, session_id: str) -> None:
         await self._store.touch(session_id, self._clock_ms())
+
+    def mark_used(self, session_id: str) -> None:
+        """Mark a session used as a request's response leaves (SPEC §4.3), in a
+        background process; returns at once. Sessions marked while a write runs are
+        written together by the next one, so the long-polls that one notification
+        wakes share a transaction instead of one each."""
+        self._to_touch[session_id] = self._clock_ms()
+        if not self._touching:
+            self._touching = True
+            self._synapse.in_background("syncv3_touch_sessions", self._write_touches)
+
+    async def _write_touches(self) -> None:
+        try:
+            while self._to_touch:
+                batch = self._to_touch
+                if len(batch) > TOUCH_BATCH:
+                    batch = dict(list(batch.items())[:TOUCH_BATCH])
+                    for session_id in batch:
+                        del self._to_touch[session_id]
+                else:
+                    self._to_touch = {}
+                await self._store.touch_many(batch)
+        finally:
+            self._touching = False
 
     async def on_device_deleted(self, user_id: str, device_id: str) -> None:
         """Delete the sessions of a device that no longer exists (SPEC §4.3)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -742,6 +742,22 @@ class SessionStore:
             )
 
         await self._run("syncv3_touch_session", txn_func)
+
+    async def touch_many(self, used: Mapping[str, int]) -> None:
+        """Mark several sessions used (session id -> time in ms) in one transaction
+        (SPEC §4.3), in session id order so that concurrent writers lock rows in the
+        same order."""
+        rows = [(now_ms, session_id, now_ms) for session_id, now_ms in sorted(used.items())]
+
+        def txn_func(txn: Any) -> None:
+            self._read_committed_txn(txn)
+            txn.execute_batch(
+                "UPDATE syncv3_sessions SET last_used_ts = ?"
+                " WHERE session_id = ? AND last_used_ts < ?",
+                rows,
+            )
+
+        await self._run("syncv3_touch_sessions", txn_func)
 
     async def delete_session(self, session_id: str) -> None:
         await self._run("syncv3_delete_session", self._delete_sessions_txn, [session_id])

@@ -40,21 +40,24 @@ class NotifierMixin(SynapseBase):
         ``token``; False if it did not (SPEC §13.3)."""
         return bool(await self._notifier.wait_for_stream_token(token))
 
-    async def wait_for_events(
+    def wait_for_events(
         self,
         user_id: str,
         timeout_ms: int,
         callback: Callable[[], Awaitable[T | None]],
         from_token: StreamToken,
-    ) -> T | None:
+    ) -> Awaitable[T | None]:
         """Wait on Synapse's notifier until ``callback`` returns a truthy value or the
         timeout expires. The notifier wakes a user for activity of any stream, and the
         tokens it passes may be ahead of each other in any field, so the callback
-        ignores them and recomputes from a fresh current token."""
+        ignores them and recomputes from a fresh current token.
 
-        async def on_wake(_before: StreamToken, _after: StreamToken) -> T | None:
-            return await callback()
+        Returns the notifier's own awaitable (no coroutine of this method stays alive
+        while thousands of requests wait)."""
 
-        return await self._notifier.wait_for_events(
+        def on_wake(_before: StreamToken, _after: StreamToken) -> Awaitable[T | None]:
+            return callback()
+
+        return self._notifier.wait_for_events(  # type: ignore[no-any-return]
             user_id, timeout_ms, on_wake, from_token=from_token
         )

@@ -75,6 +75,19 @@ async def test_touch_only_moves_forward(backend: Backend) -> None:
     assert await backend.store.count_live_sessions(T0 + 2 * TTL + 1, TTL) == 0
 
 
+async def test_touch_many(backend: Backend) -> None:
+    """Several sessions marked used in one transaction; a mark never moves a last use
+    backwards, and an unknown session is no error."""
+    await create(backend, "s1")
+    await create(backend, "s2")
+    await backend.store.touch("s2", T0 + 2 * TTL)
+    await backend.store.touch_many({"s1": T0 + TTL, "s2": T0, "gone": T0 + TTL})
+    # s1 lives until TTL after the mark; s2 keeps its later last use.
+    assert await backend.store.count_live_sessions(T0 + 2 * TTL, TTL) == 2
+    assert await backend.store.count_live_sessions(T0 + 2 * TTL + 1, TTL) == 1
+    assert await backend.store.count_live_sessions(T0 + 3 * TTL + 1, TTL) == 0
+
+
 async def test_params_versions_retention(backend: Backend) -> None:
     await create(backend, "s1")
     latest = 1

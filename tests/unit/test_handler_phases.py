@@ -207,6 +207,9 @@ class FakeSessions:
     async def touch(self, session_id: str) -> None:
         self.log.append(("touch", session_id))
 
+    def mark_used(self, session_id: str) -> None:
+        self.log.append(("touch", session_id))
+
 
 #: Session manager calls that write something.
 WRITES = {"start", "admit", "protect", "unprotect", "persist_state", "record", "discard", "touch"}
