@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -175,6 +176,8 @@ class Device:
     conn: HttpConnection | None = None
     since: str | None = None
     answered: float | None = None
+    #: When the long-poll in flight was sent (time.monotonic()).
+    issued_at: float = 0.0
 
 
 @dataclass
@@ -210,6 +213,7 @@ async def long_poll(api: str, dev: Device, state: PhaseState) -> None:
     errors_here = 0
     while not state.stop:
         state.issued += 1
+        dev.issued_at = time.monotonic()
         try:
             if api == "v3":
                 status, payload = await dev.conn.request(
@@ -397,6 +401,27 @@ async def _profile_signal(setup: Setup, sig: signal.Signals, enabled: bool) -> N
     await asyncio.sleep(2 if sig == signal.SIGUSR1 else 5)
 
 
+def quiet_start(devices: list[Device], timeout_s: float, wanted: float) -> float:
+    """Seconds to wait for the start of the longest stretch (within the next timeout
+    period) in which no waiting long-poll times out; 0 when the stretch that starts
+    now is at least ``wanted`` seconds long or no stretch is."""
+    now = time.monotonic()
+    deadlines = sorted(
+        d.issued_at + timeout_s for d in devices if d.answered is None and d.issued_at
+    )
+    upcoming = [t - now for t in deadlines if t > now]
+    if not upcoming or upcoming[0] >= wanted:
+        return 0.0
+    best_start, best_length = 0.0, upcoming[0]
+    # The long-polls issued again after a timeout time out one period later.
+    for before, after in itertools.pairwise([*upcoming, upcoming[0] + timeout_s]):
+        if after - before > best_length:
+            best_start, best_length = before, after - before
+    if best_start + 1.0 > timeout_s:
+        return 0.0
+    return best_start + 0.5  # past the processing of the last timeout before it
+
+
 async def run_phase(
     setup: Setup, api: str, args: argparse.Namespace, deadline: Deadline
 ) -> dict[str, Any]:
@@ -504,10 +529,14 @@ async def run_phase(
             text = (args.profile / f"{target.pid}-memory.txt").read_text()
             traced_kib += float(text.split("total traced difference: ")[1].split(" KiB")[0])
         traced_kib /= n
+    # One whole timeout period (unless --idle-window says otherwise): every long-poll
+    # times out and is issued again once in it.
+    idle_window = args.idle_window if args.idle_window else args.timeout / 1000
+    print(f"  idle window of {idle_window:.0f} s", flush=True)
     idle_timeouts = state.timeouts
     idle_cpu_before = _cpu(setup.targets)
     idle_started = time.monotonic()
-    await asyncio.sleep(args.idle_window)
+    await asyncio.sleep(idle_window)
     idle_cpu = sum(_cpu(setup.targets)) - sum(idle_cpu_before)
     idle_s = time.monotonic() - idle_started
     idle_timeouts = state.timeouts - idle_timeouts
@@ -524,7 +553,10 @@ async def run_phase(
         flush=True,
     )
 
-    # 5. wake every long-poll
+    # 5. wake every long-poll, starting where the fewest of them time out
+    wait = quiet_start(devices, args.timeout / 1000, args.quiet)
+    print(f"  starting the sends in {wait:.1f} s (between timeouts)", flush=True)
+    await asyncio.sleep(wait)
     sender = HttpConnection("127.0.0.1", setup.sender.port)
     procs = list(setup.targets)
     if setup.sender not in procs:
@@ -831,12 +863,28 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=TIMEOUT_MS, help="long-poll timeout (ms)")
     parser.add_argument("--batch", type=int, default=100, help="recipients per send request")
     parser.add_argument("--wave", type=int, default=500, help="long-polls opened per wave")
-    parser.add_argument("--idle-window", type=float, default=10.0)
+    parser.add_argument(
+        "--idle-window",
+        type=float,
+        default=0.0,
+        help="seconds of the idle CPU measure (default: one timeout period)",
+    )
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=15.0,
+        help="seconds without timeouts wanted for the wake (the longest stretch is used)",
+    )
     parser.add_argument("--ramp-limit", type=float, default=600.0)
     parser.add_argument("--wake-limit", type=float, default=120.0)
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--profile", type=Path, help="write tracemalloc/cProfile output here")
+    parser.add_argument(
+        "--module-path",
+        type=Path,
+        help="a directory with another synapse_syncv3 package (older code) to measure",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument(
         "--report-from", type=Path, help="write the report and plot of a saved result again"
@@ -858,10 +906,17 @@ def main() -> None:
         parser.error(f"the open-file limit is {limit}: too low for {n} connections")
     print(f"open-file limit {limit}; load {load_note()}")
     env: dict[str, str] = {}
+    path = [str(REPO_ROOT)]
+    if args.module_path is not None:
+        if not (args.module_path / "synapse_syncv3" / "__init__.py").exists():
+            parser.error(f"--module-path: no synapse_syncv3 package in {args.module_path}")
+        path.insert(0, str(args.module_path.resolve()))
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-        env["PYTHONPATH"] = os.pathsep.join([str(PROFILE_DIR), str(REPO_ROOT)])
+        path.insert(0, str(PROFILE_DIR))
         env["SYNCV3_BENCH_PROFILE_DIR"] = str(args.profile.resolve())
+    if len(path) > 1:
+        env["PYTHONPATH"] = os.pathsep.join(path)
     deadline = Deadline(args.time_limit)
     setup: Setup = (
         WorkersSetup(n, env) if args.workers else SingleSetup(args.db, n, args.reseed, env)
@@ -884,7 +939,7 @@ def main() -> None:
         "n": n,
         "timeout_ms": args.timeout,
         "synapse": synapse_version(),
-        "module": module_version(),
+        "module": (module_version() if args.module_path is None else f"from {args.module_path}"),
         "command": " ".join(["bench/run", "idle_longpolls.py", *sys.argv[1:]]),
         "profiled": args.profile is not None,
         "phases": phases,

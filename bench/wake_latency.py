@@ -468,8 +468,20 @@ def report_rooms(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    if "--workers" in sys.argv[1:]:
+        # The series on Synapse's workers: bench/wake_latency_workers.py.
+        from bench.wake_latency_workers import main as workers_main
+
+        workers_main([arg for arg in sys.argv[1:] if arg != "--workers"])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="long-poll on a worker, send through another or the main process "
+        "(bench/wake_latency_workers.py; --samples only)",
     )
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--samples", type=int, default=60)

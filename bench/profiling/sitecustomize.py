@@ -64,6 +64,19 @@ if _DIR:
                 if any("synapse_syncv3" in frame.filename for frame in t.traceback)
             )
             print(f"\nallocated under synapse_syncv3 code: {module / 1024:.0f} KiB", file=out)
+            print("\n== allocated under synapse_syncv3 code, by its innermost line ==", file=out)
+            by_site: Counter[str] = Counter()
+            for t in snapshot.traces:
+                for frame in reversed(t.traceback):  # innermost first
+                    if "synapse_syncv3" in frame.filename:
+                        by_site[f"{frame.filename}:{frame.lineno}"] += t.size
+                        break
+            for site, size in by_site.most_common(40):
+                print(f"{size / 1024:>10.1f} KiB  {site}", file=out)
+            print("\n== allocated in synapse_syncv3 files, by line ==", file=out)
+            ours = snapshot.filter_traces([tracemalloc.Filter(True, "*synapse_syncv3*")])
+            for line_stat in ours.statistics("lineno"):
+                print(line_stat, file=out)
             print("\n== by line ==", file=out)
             for stat in by_line[:80]:
                 print(stat, file=out)
