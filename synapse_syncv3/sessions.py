@@ -31,6 +31,10 @@ KNOWN_ROOMS_CACHE_SIZE = 10_000
 
 #: Sessions marked used in one transaction at most (:meth:`SessionManager.mark_used`).
 TOUCH_BATCH = 1000
+#: Seconds a mark waits before it is written: a request of the same session that
+#: starts meanwhile (a long-poll issued again after its timeout reply) marks the session
+#: used itself, later, and the mark is dropped.
+TOUCH_DELAY_S = 1.0
 
 TO_DEVICE = "to_device"
 
@@ -74,17 +78,21 @@ class SessionManager:
     async def load(self, since: SinceToken, user_id: str, device_id: str) -> LoadedSession:
         """The session, params and stream state named by ``since``, or 400
         M_UNKNOWN_SYNC_SESSION."""
+        now_ms = self._clock_ms()
         loaded = await self._store.load_session(
             session_id=since.session_id,
             version=since.version,
             state_version=since.state,
             user_id=user_id,
             device_id=device_id,
-            now_ms=self._clock_ms(),
+            now_ms=now_ms,
             ttl_ms=self._ttl,
         )
         if loaded is None:
             raise unknown_session()
+        if self._to_touch.get(since.session_id, now_ms + 1) <= now_ms:
+            # Loading marked the session used at or after a mark still waiting here.
+            del self._to_touch[since.session_id]
         return loaded
 
     def state_of(self, since: SinceToken | None, loaded: LoadedSession | None) -> SessionState:
@@ -211,6 +219,22 @@ class SessionManager:
             current = self._synapse.to_device_key(self._synapse.current_token())
             confirm = min(int(raw), current)
 
+        stored = loaded.to_device_confirmed
+        confirms_nothing_new = confirm is None or (stored is not None and confirm <= stored)
+        if (
+            not changed
+            and wants
+            and TO_DEVICE in old
+            and loaded.wants_to_device
+            and confirms_nothing_new
+        ):
+            # Nothing to write (a long-poll issued again after a timeout reply): the
+            # params, who counts and this session's confirmation are as stored, so no
+            # deletion becomes possible through this request either; each change that
+            # makes one possible runs its own decision (a confirmation, an eviction,
+            # the sweep of an expired session). Skipping never deletes anything.
+            return SessionRef(since.session_id, since.version, since.state)
+
         now_ms = self._clock_ms()
         async with self._device_lock.queue((user_id, device_id)):
             recorded = await self._store.record_request(
@@ -240,9 +264,12 @@ class SessionManager:
 
     def mark_used(self, session_id: str) -> None:
         """Mark a session used as a request's response leaves (SPEC §4.3), in a
-        background process; returns at once. Sessions marked while a write runs are
-        written together by the next one, so the long-polls that one notification
-        wakes share a transaction instead of one each."""
+        background process; returns at once. The time of the mark is written within
+        about :data:`TOUCH_DELAY_S`, unless a request of the session starts first
+        (its load marks the session used, later). Sessions marked meanwhile are
+        written together, so the long-polls that one notification wakes share a
+        transaction instead of one each. Marks not yet written when the process
+        stops are lost: the session keeps the start of that request as its last use."""
         self._to_touch[session_id] = self._clock_ms()
         if not self._touching:
             self._touching = True
@@ -250,6 +277,7 @@ class SessionManager:
 
     async def _write_touches(self) -> None:
         try:
+            await self._synapse.sleep(TOUCH_DELAY_S)
             while self._to_touch:
                 batch = self._to_touch
                 if len(batch) > TOUCH_BATCH:

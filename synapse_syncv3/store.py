@@ -148,6 +148,8 @@ class LoadedSession:
     wants_to_device: bool
     #: The stream state values of the token's state version (None for version 0).
     state_json: str | None = None
+    #: The session's to_device confirmation as stored when it was loaded.
+    to_device_confirmed: int | None = None
 
 
 @attrs.frozen
@@ -378,7 +380,7 @@ class SessionStore:
         def txn_func(txn: Any) -> LoadedSession | None:
             self._read_committed_txn(txn)
             txn.execute(
-                "SELECT user_id, device_id, last_used_ts, wants_to_device"
+                "SELECT user_id, device_id, last_used_ts, wants_to_device, to_device_confirmed"
                 " FROM syncv3_sessions WHERE session_id = ?",
                 (session_id,),
             )
@@ -411,7 +413,10 @@ class SessionStore:
                     (now_ms, session_id, now_ms),
                 )
             return LoadedSession(
-                params_json=params_row[0], wants_to_device=bool(row[3]), state_json=state_json
+                params_json=params_row[0],
+                wants_to_device=bool(row[3]),
+                state_json=state_json,
+                to_device_confirmed=None if row[4] is None else int(row[4]),
             )
 
         return await self._run("syncv3_load_session", txn_func)  # type: ignore[no-any-return]

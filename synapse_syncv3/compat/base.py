@@ -49,6 +49,7 @@ class SynapseBase:
     """
 
     def __init__(self, api: ModuleApi) -> None:
+        self._module_api = api
         hs = api._hs  # this package is the one place where internals are reached
         self._hs = hs
         # Typed as Any: mypy cannot see through Synapse's cache descriptors.
@@ -70,6 +71,11 @@ class SynapseBase:
 
     def current_token(self) -> StreamToken:
         return self._event_sources.get_current_token()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep without blocking the reactor (``ModuleApi.sleep``, public since
+        Synapse 1.49)."""
+        await self._module_api.sleep(seconds)
 
     def in_background(self, desc: str, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Start ``func(*args)`` as a Synapse background process (a logging context and

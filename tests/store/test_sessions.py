@@ -75,6 +75,16 @@ async def test_touch_only_moves_forward(backend: Backend) -> None:
     assert await backend.store.count_live_sessions(T0 + 2 * TTL + 1, TTL) == 0
 
 
+async def test_load_reports_the_stored_confirmation(backend: Backend) -> None:
+    """What lets a request that confirms nothing new skip its write."""
+    await create(backend, "s1", wants_to_device=True)
+    loaded = await load(backend, "s1")
+    assert loaded is not None and loaded.to_device_confirmed is None
+    await record(backend, "s1", confirm_to_device=5)
+    loaded = await load(backend, "s1")
+    assert loaded is not None and loaded.to_device_confirmed == 5
+
+
 async def test_touch_many(backend: Backend) -> None:
     """Several sessions marked used in one transaction; a mark never moves a last use
     backwards, and an unknown session is no error."""
