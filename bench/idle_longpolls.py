@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -70,11 +71,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import contextlib
-
 from bench.aio_http import HttpConnection, raise_fd_limit, register_users
 from bench.common import (
     Deadline,
+    count_diff,
     exit_on_sigterm,
     module_version,
     percentile,
@@ -82,6 +82,7 @@ from bench.common import (
     seeded_server,
     servlet_usage,
     synapse_version,
+    transaction_counts,
     usage_diff,
 )
 from harness import REPO_ROOT, Homeserver, WorkerDeployment
@@ -382,6 +383,16 @@ async def _metrics(hs: Homeserver) -> str:
     return await asyncio.to_thread(hs.metrics)
 
 
+async def _transactions(setup: Setup) -> dict[str, float]:
+    """Database transactions the serving processes ran since start-up, by name."""
+    total: dict[str, float] = {}
+    for target in setup.targets:
+        for desc, n in transaction_counts(await _metrics(target)).items():
+            if not desc.startswith("SQL "):
+                total[desc] = total.get(desc, 0.0) + n
+    return total
+
+
 async def _listeners(setup: Setup) -> float:
     """Long-polls waiting on the notifiers of the serving processes (0 when a process
     is too busy to answer the metrics request in time)."""
@@ -534,10 +545,12 @@ async def run_phase(
     idle_window = args.idle_window if args.idle_window else args.timeout / 1000
     print(f"  idle window of {idle_window:.0f} s", flush=True)
     idle_timeouts = state.timeouts
+    idle_txns_before = await _transactions(setup)
     idle_cpu_before = _cpu(setup.targets)
     idle_started = time.monotonic()
     await asyncio.sleep(idle_window)
     idle_cpu = sum(_cpu(setup.targets)) - sum(idle_cpu_before)
+    idle_txns = count_diff(idle_txns_before, await _transactions(setup))
     idle_s = time.monotonic() - idle_started
     idle_timeouts = state.timeouts - idle_timeouts
     per_waiting_kib = [
@@ -648,6 +661,7 @@ async def run_phase(
         "idle_window_s": round(idle_s, 1),
         "idle_cpu_s": round(idle_cpu, 3),
         "idle_timeouts": idle_timeouts,
+        "idle_transactions": idle_txns,
         "send_s": round(send_s, 2),
         "send_requests": send_requests,
         "send_cpu_s": round(send_cpu, 3),
@@ -767,6 +781,15 @@ def report(result: dict[str, Any]) -> str:
     row("CPU per timeout + re-issue (ms)", ".2f", lambda p: p.get("cpu_ms_per_timeout_cycle"))
     row("RSS before (MiB, serving)", ".0f", lambda p: sum(p["rss_before"].values()) / 2**20)
     row("RSS waiting (MiB, serving)", ".0f", lambda p: sum(p["rss_waiting"].values()) / 2**20)
+    for api, phase in phases.items():
+        txns = phase.get("idle_transactions")
+        if txns and phase["idle_timeouts"]:
+            per = {d: n / phase["idle_timeouts"] for d, n in txns.items()}
+            top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(
+                f"{api}: database transactions per timeout + re-issue "
+                f"{sum(per.values()):.2f} (" + ", ".join(f"{d} {n:.2f}" for d, n in top) + ")"
+            )
     for api, phase in phases.items():
         lines.append(
             f"load {api}: start {phase['load_start']['loadavg']}, "
