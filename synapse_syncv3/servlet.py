@@ -84,16 +84,20 @@ class SyncV3Endpoint:
             )
             code = 200
             return 200, response
-        except SyncV3Error as e:
-            code = e.code
-            raise SynapseError(e.code, e.msg, e.errcode) from None
-        except errors.StorageTooNewError as e:
-            raise SynapseError(500, str(e), errors.UNKNOWN) from None
-        except SynapseError as e:
-            code = e.code
-            raise
-        except CancelledError:
-            code = 0  # the client went away: not a completed request
+        except Exception as e:
+            if isinstance(e, CancelledError) or self._synapse.is_disconnected(request):
+                # The client went away: not a completed request, whatever the error
+                # the cancellation came out as inside Synapse (e.g. a worker's presence
+                # relay turns it into a 502 "Failed to talk to master process").
+                code = 0
+                raise CancelledError() from None
+            if isinstance(e, SyncV3Error):
+                code = e.code
+                raise SynapseError(e.code, e.msg, e.errcode) from None
+            if isinstance(e, errors.StorageTooNewError):
+                raise SynapseError(500, str(e), errors.UNKNOWN) from None
+            if isinstance(e, SynapseError):
+                code = e.code
             raise
         finally:
             if code:

@@ -534,10 +534,8 @@ class SessionStore:
                 (session_id, version, encode_values(changes.values)),
             )
             for stream, rooms in sorted(changes.rooms.items()):
-                txn.execute_batch(
-                    "INSERT INTO syncv3_sent_rooms (session_id, stream, room_id, version)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(session_id, stream, room, version) for room in sorted(rooms)],
+                self._record_sent_rooms_txn(
+                    txn, session_id, stream, version, rooms, changes.known_ranges.get(stream, ())
                 )
             txn.execute(
                 "DELETE FROM syncv3_stream_state WHERE session_id = ? AND version <= ?",
@@ -561,6 +559,38 @@ class SessionStore:
             return version
 
         return await self._run("syncv3_persist_state", txn_func)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _record_sent_rooms_txn(
+        txn: Any,
+        session_id: str,
+        stream: str,
+        version: int,
+        rooms: Collection[str],
+        known_ranges: Sequence[tuple[int, int]],
+    ) -> None:
+        """Record ``rooms`` as sent at ``version``, except those already recorded in
+        ``known_ranges`` (known to every version of this line: one row per room, not
+        one per answer that shows it)."""
+        if not known_ranges:
+            txn.execute_batch(
+                "INSERT INTO syncv3_sent_rooms (session_id, stream, room_id, version)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(session_id, stream, room, version) for room in sorted(rooms)],
+            )
+            return
+        within = " OR ".join("(k.version > ? AND k.version <= ?)" for _ in known_ranges)
+        bounds = [bound for pair in known_ranges for bound in pair]
+        txn.execute_batch(
+            "INSERT INTO syncv3_sent_rooms (session_id, stream, room_id, version)"
+            " SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM syncv3_sent_rooms AS k"
+            " WHERE k.session_id = ? AND k.stream = ? AND k.room_id = ?"
+            f" AND ({within})) ON CONFLICT DO NOTHING",
+            [
+                (session_id, stream, room, version, session_id, stream, room, *bounds)
+                for room in sorted(rooms)
+            ],
+        )
 
     async def record_request(
         self,

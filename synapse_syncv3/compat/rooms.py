@@ -24,6 +24,7 @@ import attrs
 from synapse.api.constants import Direction, Membership
 from synapse.events.utils import FilteredEvent, strip_event
 from synapse.types import RoomStreamToken, StreamKeyType, StreamToken
+from synapse.util.async_helpers import delay_cancellation
 from synapse.visibility import filter_and_transform_events_for_client
 
 from synapse_syncv3.compat.base import JsonDict
@@ -172,8 +173,10 @@ class RoomsMixin(TimelineMixin):
                 if state_ids
                 else frozenset()
             )
-            filtered = await filter_and_transform_events_for_client(
-                storage, user_id, events, always_include_ids=current
+            filtered = await delay_cancellation(
+                filter_and_transform_events_for_client(
+                    storage, user_id, events, always_include_ids=current
+                )
             )
             visible = [*filtered, *visible]
             if not more:
@@ -204,8 +207,10 @@ class RoomsMixin(TimelineMixin):
         ``bundle`` (v2 sync bundles them for limited and newly joined rooms)."""
         aggregations = None
         if bundle and timeline.events:
-            aggregations = await self._hs.get_relations_handler().get_bundled_aggregations(
-                list(timeline.events), requester.user.to_string()
+            aggregations = await delay_cancellation(
+                self._hs.get_relations_handler().get_bundled_aggregations(
+                    list(timeline.events), requester.user.to_string()
+                )
             )
         return await self._serialize(requester, list(timeline.events), aggregations)
 

@@ -231,6 +231,11 @@ class StateChanges:
     cleared: frozenset[str]
     #: ``room_list`` snapshots taken by this response.
     snapshots: tuple[Snapshot, ...] = ()
+    #: stream -> the version ranges ``(after, up_to]`` whose recorded rooms the
+    #: presented token already knew: a room recorded there is known to every later
+    #: version of this one's line too, so it is not recorded again (a room_list session
+    #: streaming a busy room would otherwise add a row per answer).
+    known_ranges: Mapping[str, tuple[tuple[int, int], ...]] = attrs.field(factory=dict)
 
 
 #: ``read_rooms(stream, up_to_version, after_version, room_ids or None)``: the rooms of
@@ -395,9 +400,16 @@ class SessionState:
             for stream in self._cleared:
                 after[stream] = new_version - 1
             values[ClearedRooms.KEY] = ClearedRooms(after)
+        known_ranges = {}
+        for stream in self._sent:
+            if self.version and stream not in self._cleared:
+                ranges = lineage.included(self._cleared_after(stream), self.version)
+                if ranges:
+                    known_ranges[stream] = tuple(ranges)
         return StateChanges(
             values=values,
             rooms={stream: frozenset(rooms) for stream, rooms in self._sent.items()},
             cleared=frozenset(self._cleared),
             snapshots=tuple(self._snapshots),
+            known_ranges=known_ranges,
         )

@@ -97,8 +97,56 @@ async def test_a_room_counts_from_the_first_version_that_sent_it(backend: Backen
     assert await sent(backend, "s1", 1) == {"!a"}
     assert await sent(backend, "s1", 2) == {"!a", "!b"}
     assert await known(backend, "s1", 1, ["!a", "!b"]) == {"!a"}
-    # One row per room and version that sent it: each branch of versions reads its own.
-    assert backend.db.count("syncv3_sent_rooms", "s1") == 3
+    assert await known(backend, "s1", 2, ["!a", "!b"]) == {"!a", "!b"}
+    # Version 2 knew !a through version 1 already: one row per room on a line.
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+
+
+async def test_a_room_shown_by_every_answer_is_recorded_once(backend: Backend) -> None:
+    # A room_list session streaming a busy room shows it in every answer: the rows
+    # must not grow with the answers (the soak found one row per answer).
+    await create(backend, "s1")
+    version = await persist(backend, "s1", 0, rooms={STREAM: ["!busy", "!a"]})
+    for n in range(60):
+        version = await persist(backend, "s1", version, rooms={STREAM: ["!busy", f"!r{n % 3}"]})
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 5  # !busy, !a, !r0, !r1, !r2
+    assert await known(backend, "s1", version, ["!busy", "!a", "!r2", "!z"]) == {
+        "!busy",
+        "!a",
+        "!r2",
+    }
+    assert await sent(backend, "s1", version) == {"!busy", "!a", "!r0", "!r1", "!r2"}
+
+
+async def test_a_room_sent_again_on_a_sibling_branch_is_recorded_again(
+    backend: Backend,
+) -> None:
+    # Version 2 (from 1) sent !a and was lost; the replay of version 1 (version 3)
+    # sends !a again: version 1's line did not know it, so version 3 records it.
+    await create(backend, "s1")
+    assert await persist(backend, "s1", 0, marker=1) == 1
+    assert await persist(backend, "s1", 1, rooms={STREAM: ["!a"]}) == 2
+    assert await persist(backend, "s1", 1, rooms={STREAM: ["!a"]}) == 3
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+    # Version 4 (from 3) shows !a again: known through version 3, no row.
+    assert await persist(backend, "s1", 3, rooms={STREAM: ["!a"]}) == 4
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+    # A version on a line that excludes version 3 (from 2) knows !a through 2.
+    assert await persist(backend, "s1", 2, rooms={STREAM: ["!a"]}) == 5
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+    for version in (2, 3, 4, 5):
+        assert await known(backend, "s1", version, ["!a"]) == {"!a"}
+    assert await known(backend, "s1", 1, ["!a"]) == set()
+
+
+async def test_a_room_shown_after_a_clear_in_the_same_answer_is_recorded(
+    backend: Backend,
+) -> None:
+    await create(backend, "s1")
+    await persist(backend, "s1", 0, rooms={STREAM: ["!a"]})
+    await persist(backend, "s1", 1, clear=(STREAM,), rooms={STREAM: ["!a"]})
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 2
+    assert await known(backend, "s1", 2, ["!a"]) == {"!a"}
 
 
 async def test_a_sibling_branch_does_not_move_a_room_out_of_a_lineage(backend: Backend) -> None:

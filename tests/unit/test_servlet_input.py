@@ -8,6 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from synapse.api.errors import SynapseError
+from twisted.internet.defer import CancelledError, FirstError
+from twisted.python.failure import Failure
 
 from synapse_syncv3.errors import SyncV3Error
 from synapse_syncv3.servlet import SyncV3Endpoint, query_args
@@ -57,3 +60,56 @@ def _parse(req: Any) -> SyncV3Error:
 def test_bearer_header_must_be_exactly_bearer_and_a_token(header: bytes) -> None:
     error = _parse(request(b"/sync", [header]))
     assert (error.code, error.errcode) == (401, "M_MISSING_TOKEN")
+
+
+class _Cancelled:
+    """A request whose client left while the handler ran: the handler fails with the
+    error the cancellation came out as inside Synapse."""
+
+    def __init__(self, error: BaseException, disconnected: bool) -> None:
+        self.error = error
+        self.disconnected = disconnected
+
+    def endpoint(self) -> Any:
+        async def parse(request: Any, args: Any) -> Any:
+            return SimpleNamespace(kind="incremental")
+
+        async def handle(req: Any, is_disconnected: Any) -> Any:
+            raise self.error
+
+        endpoint: Any = SyncV3Endpoint.__new__(SyncV3Endpoint)
+        endpoint._parse = parse
+        endpoint._handler = SimpleNamespace(handle=handle)
+        endpoint._synapse = SimpleNamespace(is_disconnected=lambda request: self.disconnected)
+        return endpoint
+
+
+def _requests_counted(code: str) -> float:
+    from synapse_syncv3 import metrics
+
+    return float(metrics.REQUESTS.labels(kind="incremental", code=code)._value.get())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SynapseError(502, "Failed to talk to master process"),  # a worker's presence relay
+        FirstError(Failure(CancelledError()), 0),  # Synapse's batched lookups
+        CancelledError(),
+    ],
+    ids=["502", "first_error", "cancelled"],
+)
+def test_an_error_after_the_client_left_is_a_cancellation(error: BaseException) -> None:
+    before = {code: _requests_counted(code) for code in ("500", "502")}
+    endpoint = _Cancelled(error, disconnected=True).endpoint()
+    with pytest.raises(CancelledError):
+        asyncio.run(endpoint.on_post(request(b"/sync?since=x")))
+    assert {code: _requests_counted(code) for code in ("500", "502")} == before
+
+
+def test_an_error_while_the_client_waits_is_counted() -> None:
+    before = _requests_counted("502")
+    endpoint = _Cancelled(SynapseError(502, "bad gateway"), disconnected=False).endpoint()
+    with pytest.raises(SynapseError):
+        asyncio.run(endpoint.on_post(request(b"/sync?since=x")))
+    assert _requests_counted("502") == before + 1
