@@ -40,7 +40,7 @@ from synapse_syncv3.core.tokens import SinceToken, TokenCodec
 from synapse_syncv3.sessions import SessionManager, SessionRef
 from synapse_syncv3.store import LoadedSession
 from synapse_syncv3.streams import StreamSet
-from synapse_syncv3.streams.base import StreamContext, StreamRequest, StreamResult
+from synapse_syncv3.streams.base import NO_ROOMS, StreamContext, StreamRequest, StreamResult
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class SyncV3Handler:
                 fresh_rooms=(
                     stream.fresh_rooms(before, after)
                     if before is not None and after is not None and name not in fresh
-                    else frozenset()
+                    else NO_ROOMS
                 ),
             )
             await stream.check(ctx, request)

@@ -56,6 +56,8 @@ class SynapseBase:
         self._store: Any = hs.get_datastores().main
         self._event_sources = hs.get_event_sources()
         self._clock = hs.get_clock()
+        #: The last token current_token() returned: an equal sample returns it again.
+        self._last_token: StreamToken | None = None
 
     @property
     def clock(self) -> Any:
@@ -70,7 +72,15 @@ class SynapseBase:
         return Linearizer(name=name, clock=self._clock)
 
     def current_token(self) -> StreamToken:
-        return self._event_sources.get_current_token()
+        """Synapse's current token. Samples equal to the previous one return that same
+        object: thousands of idle long-polls, which each keep the token they computed
+        at, then share one (a StreamToken with its multi-writer maps is ~1 KiB)."""
+        token = self._event_sources.get_current_token()
+        last = self._last_token
+        if last is not None and token == last:
+            return last
+        self._last_token = token
+        return token
 
     async def sleep(self, seconds: float) -> None:
         """Sleep without blocking the reactor (``ModuleApi.sleep``, public since

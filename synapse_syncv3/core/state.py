@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
@@ -264,9 +265,28 @@ async def _no_rooms(
 KnownRoomsCache = MutableMapping[tuple[str, frozenset[str]], frozenset[str]]
 
 
+#: The values of a state without any (shared, never changed).
+_NO_VALUES: Mapping[str, StateValue] = MappingProxyType({})
+
+
 class SessionState:
     """The stream state of a session as of one since token, plus this response's
     changes (not written until :meth:`changes` is persisted)."""
+
+    # Slots, shared read-only defaults and a copy of the values only on the first
+    # change: thousands of idle long-polls each hold one (issue 10 item 4).
+    __slots__ = (
+        "_base",
+        "_cleared",
+        "_known",
+        "_read_rooms",
+        "_read_snapshot",
+        "_sent",
+        "_snapshots",
+        "_snapshots_read",
+        "_values",
+        "version",
+    )
 
     def __init__(
         self,
@@ -278,15 +298,17 @@ class SessionState:
     ) -> None:
         #: The state version of ``since`` (0: none).
         self.version = version
-        self._base = dict(values or {})
-        self._values = dict(self._base)
+        #: The values as of ``since``: never changed (forks share it).
+        self._base: Mapping[str, StateValue] = dict(values) if values else _NO_VALUES
+        #: This response's values: ``_base`` itself until the first change.
+        self._values: Mapping[str, StateValue] = self._base
         self._read_rooms = read_rooms
         self._read_snapshot = read_snapshot
-        self._snapshots: list[Snapshot] = []
+        self._snapshots: tuple[Snapshot, ...] = ()
         #: Snapshots read for this request (a page request checks, then computes).
         self._snapshots_read: dict[str, Snapshot | None] = {}
-        self._sent: dict[str, set[str]] = {}
-        self._cleared: set[str] = set()
+        self._sent: dict[str, set[str]] | None = None
+        self._cleared: frozenset[str] = frozenset()
         #: known_rooms answers of this version: what a version has received never
         #: changes, so the computations of one request, and later requests naming the
         #: same version, reuse them.
@@ -296,11 +318,17 @@ class SessionState:
         """The same state as of ``since``, without this response's changes (each
         computation of a long-poll starts from the state of ``since``)."""
         forked = SessionState(
-            self.version, self._base, self._read_rooms, read_snapshot=self._read_snapshot
+            self.version, None, self._read_rooms, self._known, self._read_snapshot
         )
-        forked._known = self._known
+        forked._base = forked._values = self._base
         forked._snapshots_read = self._snapshots_read
         return forked
+
+    def _writable_values(self) -> dict[str, StateValue]:
+        if self._values is self._base:
+            self._values = dict(self._base)
+        assert isinstance(self._values, dict)
+        return self._values
 
     # -- values --------------------------------------------------------------------
 
@@ -311,10 +339,11 @@ class SessionState:
     def set(self, value: StateValue) -> None:
         if type(value).KEY not in _VALUE_TYPES:
             raise ValueError(f"{type(value).__name__} is not a registered state value")
-        self._values[type(value).KEY] = value
+        self._writable_values()[type(value).KEY] = value
 
     def discard(self, cls: type[StateValue]) -> None:
-        self._values.pop(cls.KEY, None)
+        if cls.KEY in self._values:
+            self._writable_values().pop(cls.KEY)
 
     # -- room sets -----------------------------------------------------------------
 
@@ -330,7 +359,7 @@ class SessionState:
         stored: set[str] = set()
         if self.version and stream not in self._cleared:
             stored = await self._read_rooms(stream, self.version, self._cleared_after(stream), None)
-        return frozenset(stored | self._sent.get(stream, set()))
+        return frozenset(stored | (self._sent or {}).get(stream, set()))
 
     async def known_rooms(self, stream: str, room_ids: Collection[str]) -> frozenset[str]:
         """Those of ``room_ids`` that the client had received when it presented this
@@ -354,12 +383,15 @@ class SessionState:
     def record_rooms(self, stream: str, room_ids: Collection[str]) -> None:
         """Rooms sent by this response for ``stream``."""
         if room_ids:
+            if self._sent is None:
+                self._sent = {}
             self._sent.setdefault(stream, set()).update(room_ids)
 
     def clear_rooms(self, stream: str) -> None:
         """The stream was reset: its set starts again with this response."""
-        self._cleared.add(stream)
-        self._sent.pop(stream, None)
+        self._cleared = self._cleared | {stream}
+        if self._sent is not None:
+            self._sent.pop(stream, None)
 
     # -- snapshots -----------------------------------------------------------------
 
@@ -374,7 +406,7 @@ class SessionState:
 
     def add_snapshot(self, snapshot: Snapshot) -> None:
         """A snapshot taken by this response, stored with it."""
-        self._snapshots.append(snapshot)
+        self._snapshots = (*self._snapshots, snapshot)
 
     # -- changes -------------------------------------------------------------------
 
@@ -401,15 +433,16 @@ class SessionState:
                 after[stream] = new_version - 1
             values[ClearedRooms.KEY] = ClearedRooms(after)
         known_ranges = {}
-        for stream in self._sent:
+        sent = self._sent or {}
+        for stream in sent:
             if self.version and stream not in self._cleared:
                 ranges = lineage.included(self._cleared_after(stream), self.version)
                 if ranges:
                     known_ranges[stream] = tuple(ranges)
         return StateChanges(
             values=values,
-            rooms={stream: frozenset(rooms) for stream, rooms in self._sent.items()},
-            cleared=frozenset(self._cleared),
-            snapshots=tuple(self._snapshots),
+            rooms={stream: frozenset(rooms) for stream, rooms in sent.items()},
+            cleared=self._cleared,
+            snapshots=self._snapshots,
             known_ranges=known_ranges,
         )

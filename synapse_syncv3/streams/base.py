@@ -40,6 +40,11 @@ JsonDict = dict[str, Any]
 INT_POSITION_RE = re.compile(r"^(0|[1-9][0-9]{0,17})$")
 
 
+#: One empty frozenset for every "no rooms" (an empty frozenset is not a singleton:
+#: each would hold 216 bytes for as long as a long-poll waits).
+NO_ROOMS: frozenset[str] = frozenset()
+
+
 @attrs.frozen
 class ParsedStreamParams:
     """A validated stream object from a request body."""
@@ -85,7 +90,7 @@ class StreamRequest:
     position: Any = None
     #: Rooms that get a first delivery because of this request's param change
     #: (``fresh_rooms``), when the stream as a whole does not.
-    fresh_rooms: frozenset[str] = frozenset()
+    fresh_rooms: frozenset[str] = NO_ROOMS
 
 
 @attrs.define
@@ -163,7 +168,7 @@ class StreamDefaults:
     """Protocol members most streams answer the same way."""
 
     def fresh_rooms(self, old: JsonDict, new: JsonDict) -> frozenset[str]:
-        return frozenset()
+        return NO_ROOMS
 
     def answer_at_once(self, per_request: JsonDict) -> bool:
         return "p" in per_request
