@@ -135,7 +135,12 @@ def load_note() -> dict[str, Any]:
             cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
         except OSError:
             continue
-        if "bench/" in cmd and "python" in cmd and "idle_longpolls" not in cmd:
+        if (
+            "bench/" in cmd
+            and "python" in cmd
+            and "idle_longpolls" not in cmd
+            and "synapse.app" not in cmd  # this run's own Synapse processes
+        ):
             others.append(cmd)
     return {"loadavg": [round(x, 2) for x in os.getloadavg()], "other_benchmarks": sorted(others)}
 

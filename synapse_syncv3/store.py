@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import attrs
 
 from synapse_syncv3.core.acks import advance_confirmation, deletable_up_to
-from synapse_syncv3.core.state import SessionState, Snapshot, encode_values
+from synapse_syncv3.core.state import (
+    SessionState,
+    Snapshot,
+    decode_values,
+    encode_values,
+    rooms_prunable_up_to,
+)
 from synapse_syncv3.errors import StorageTooNewError
 
 logger = logging.getLogger(__name__)
@@ -541,6 +547,8 @@ class SessionStore:
                 "DELETE FROM syncv3_stream_state WHERE session_id = ? AND version <= ?",
                 (session_id, version - STATE_VERSIONS_KEPT),
             )
+            if changes.cleared:
+                self._prune_sent_rooms_txn(txn, session_id, changes.cleared)
             if changes.snapshots:
                 txn.execute_batch(
                     "INSERT INTO syncv3_room_list_snapshots"
@@ -559,6 +567,25 @@ class SessionStore:
             return version
 
         return await self._run("syncv3_persist_state", txn_func)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _prune_sent_rooms_txn(txn: Any, session_id: str, streams: Collection[str]) -> None:
+        """After a response that cleared ``streams`` (a reset starts their room sets
+        again): delete their rooms recorded before every kept version's last clear.
+        Rows written between clears would otherwise stay with the session for good."""
+        txn.execute("SELECT state FROM syncv3_stream_state WHERE session_id = ?", (session_id,))
+        try:
+            kept = [decode_values(str(row[0])) for row in txn.fetchall()]
+        except (ValueError, KeyError, TypeError):  # unreadable: prune nothing
+            return
+        for stream in sorted(streams):
+            floor = rooms_prunable_up_to(kept, stream)
+            if floor > 0:
+                txn.execute(
+                    "DELETE FROM syncv3_sent_rooms"
+                    " WHERE session_id = ? AND stream = ? AND version <= ?",
+                    (session_id, stream, floor),
+                )
 
     @staticmethod
     def _record_sent_rooms_txn(

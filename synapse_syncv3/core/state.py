@@ -34,7 +34,7 @@ needed, which only means serving it, never missing it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -87,6 +87,20 @@ class ClearedRooms:
 
 
 register_value(ClearedRooms)
+
+
+def rooms_prunable_up_to(kept: Iterable[Mapping[str, StateValue]], stream: str) -> int:
+    """The version up to which no kept state version (``kept``: their values) reads
+    the rooms recorded for ``stream``: each reads only after its stream's last clear,
+    and the versions made later descend from kept ones, whose clears they inherit or
+    move on. 0: none can go."""
+    floor: int | None = None
+    for values in kept:
+        cleared = values.get(ClearedRooms.KEY)
+        after = cleared.after.get(stream, 0) if isinstance(cleared, ClearedRooms) else 0
+        floor = after if floor is None else min(floor, after)
+    return floor or 0
+
 
 #: Most excluded version ranges a :class:`Lineage` keeps; beyond, the two closest
 #: ranges are merged (which excludes some ancestors too: their rooms then count as

@@ -239,3 +239,31 @@ async def test_persist_state_of_a_deleted_session(backend: Backend) -> None:
     assert await backend.store.persist_state("s1", state) is None
     assert backend.db.count("syncv3_stream_state") == 0
     assert backend.db.count("syncv3_sent_rooms") == 0
+
+
+async def test_rooms_before_every_kept_versions_clear_are_pruned(backend: Backend) -> None:
+    # A reset (clear) starts the set again; the rows before it stay while a kept state
+    # version still reads them, and go with a later clear once none does.
+    await create(backend, "s1")
+    version = await persist(backend, "s1", 0, rooms={STREAM: ["!a", "!b"], OTHER_STREAM: ["!x"]})
+    version = await persist(backend, "s1", version, clear=(STREAM,), rooms={STREAM: ["!c"]})
+    cleared_at = version
+    # Version 1 is still kept: its rows stay.
+    assert backend.db.count("syncv3_sent_rooms", "s1") == 4
+    for n in range(STATE_VERSIONS_KEPT):
+        version = await persist(backend, "s1", version, marker=n)
+    assert await known(backend, "s1", version, ["!a", "!c"]) == {"!c"}
+    version = await persist(backend, "s1", version, clear=(STREAM,), rooms={STREAM: ["!d"]})
+    # Every kept version now reads STREAM only after the first clear: !a and !b go; the
+    # other stream's rows and the rows after the first clear stay.
+    rows = backend.db.query(
+        "SELECT stream, room_id, version FROM syncv3_sent_rooms WHERE session_id = ?"
+        " ORDER BY stream, room_id",
+        ("s1",),
+    )
+    assert [(r[0], r[1], int(r[2])) for r in rows] == sorted(
+        [(STREAM, "!c", cleared_at), (STREAM, "!d", version), (OTHER_STREAM, "!x", 1)]
+    )
+    assert await sent(backend, "s1", version) == {"!d"}
+    assert await known(backend, "s1", version - 1, ["!a", "!c"]) == {"!c"}
+    assert await sent(backend, "s1", version, OTHER_STREAM) == {"!x"}
