@@ -90,7 +90,7 @@ class _Checked:
     #: Requested streams in computation order.
     requested: list[str]
     #: Streams with a first delivery (new, restarted, reset, or no position).
-    fresh: set[str]
+    fresh: frozenset[str]
     #: What each requested stream is asked, positions bound.
     requests: dict[str, StreamRequest]
     #: The positions of ``since`` as sent, for a timeout reply.
@@ -146,9 +146,11 @@ class SyncV3Handler:
             old = Params.from_json(loaded.params_json)
         new = merge(old, req.body.streams)
         requested = self._streams.ordered(new.names())
-        fresh = started_streams(old, new) | reset_streams(old, new, self._resets)
+        starting = started_streams(old, new) | reset_streams(old, new, self._resets)
         if since is not None:
-            fresh |= {name for name in requested if name not in since.positions}
+            starting |= {name for name in requested if name not in since.positions}
+        # Usually empty: then the shared empty set, not one per waiting request.
+        fresh = frozenset(starting) if starting else NO_ROOMS
         ctx = StreamContext(
             user_id=req.user_id,
             device_id=req.device_id,
@@ -331,7 +333,7 @@ class SyncV3Handler:
         ctx = checked.ctx
         last = {"now": ctx.now, "results": results}
 
-        async def on_wake() -> dict[str, StreamResult] | None:
+        async def on_wake(*_tokens: object) -> dict[str, StreamResult] | None:
             now = self._synapse.current_token()
             moved = [
                 name

@@ -10,6 +10,7 @@ The same :class:`SyncV3Endpoint` serves two routes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable
@@ -80,7 +81,7 @@ class SyncV3Endpoint:
             del args  # parsed: a long-poll waits without it
             kind = req.kind
             response = await self._handler.handle(
-                req, lambda: self._synapse.is_disconnected(request)
+                req, functools.partial(self._synapse.is_disconnected, request)
             )
             code = 200
             return 200, response

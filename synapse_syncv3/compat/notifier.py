@@ -44,20 +44,17 @@ class NotifierMixin(SynapseBase):
         self,
         user_id: str,
         timeout_ms: int,
-        callback: Callable[[], Awaitable[T | None]],
+        callback: Callable[[StreamToken, StreamToken], Awaitable[T | None]],
         from_token: StreamToken,
     ) -> Awaitable[T | None]:
         """Wait on Synapse's notifier until ``callback`` returns a truthy value or the
         timeout expires. The notifier wakes a user for activity of any stream, and the
-        tokens it passes may be ahead of each other in any field, so the callback
-        ignores them and recomputes from a fresh current token.
+        tokens it passes (``callback(before, after)``) may be ahead of each other in any
+        field, so the callback ignores them and recomputes from a fresh current token.
 
-        Returns the notifier's own awaitable (no coroutine of this method stays alive
-        while thousands of requests wait)."""
-
-        def on_wake(_before: StreamToken, _after: StreamToken) -> Awaitable[T | None]:
-            return callback()
-
+        Returns the notifier's own awaitable, with ``callback`` itself as its callback
+        (no coroutine or closure of this method stays alive while thousands of requests
+        wait)."""
         return self._notifier.wait_for_events(  # type: ignore[no-any-return]
-            user_id, timeout_ms, on_wake, from_token=from_token
+            user_id, timeout_ms, callback, from_token=from_token
         )
