@@ -35,9 +35,11 @@ time).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -504,6 +506,16 @@ def server_counts(deployment: WorkerDeployment) -> dict[str, dict[str, float]]:
 # -- the run ---------------------------------------------------------------------------
 
 
+def _profile_env(profile: Path | None) -> dict[str, str] | None:
+    """Load bench/profiling/sitecustomize.py into the Synapse processes."""
+    if profile is None:
+        return None
+    profile.mkdir(parents=True, exist_ok=True)
+    hooks = Path(__file__).resolve().parent / "profiling"
+    path = [str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"SYNCV3_BENCH_PROFILE_DIR": str(profile.resolve()), "PYTHONPATH": os.pathsep.join(path)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     for reason in (worker_support_missing_reason(), redis_unavailable_reason()):
         if reason is not None:
@@ -515,6 +527,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir,
         module_config=MODULE_CONFIG,
         stream_writers={stream: ["worker2"] for stream in ("typing", "to_device", "receipts")},
+        extra_config=(
+            {"event_cache_size": args.event_cache_size} if args.event_cache_size else None
+        ),
+        env=_profile_env(args.profile),
     )
     samples: list[dict[str, Any]] = []
     try:
@@ -556,8 +572,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         last_print = -1e9
+        profiling = False
         while True:
             elapsed = time.monotonic() - started
+            if args.profile is not None and not profiling and elapsed >= warmup:
+                # tracemalloc in worker1 from the end of the warm-up (its "before").
+                os.kill(deployment.workers[0].pid, signal.SIGUSR1)
+                profiling = True
             point = sample(world, started)
             samples.append(point)
             if elapsed - last_print >= 29 or elapsed >= duration:
@@ -566,6 +587,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if elapsed >= duration:
                 break
             world.stop.wait(min(args.sample_every, max(0.0, duration - elapsed)))
+        if profiling:
+            # What worker1 allocated since the warm-up and still holds, by line and
+            # traceback (bench/profiling/sitecustomize.py writes <pid>-memory.txt).
+            os.kill(deployment.workers[0].pid, signal.SIGUSR2)
+            time.sleep(20)
         world.stop.set()
         for t in threads:
             t.join(40)
@@ -590,6 +616,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "minutes": args.minutes,
         "warmup_s": warmup,
         "module_config": MODULE_CONFIG,
+        "event_cache_size": args.event_cache_size,
         "samples": samples,
         "server_counts": metrics,
         "unexpected": world.tally.unexpected,
@@ -696,7 +723,8 @@ def report(data: dict[str, Any]) -> str:
         f" {data['command']}",
         f"{data['clients']} clients {data['kinds']}, traffic {data['rate']}/s,"
         f" {data['minutes']:g} min, warm-up {data['warmup_s']:.0f} s, module config"
-        f" {data['module_config']}",
+        f" {data['module_config']}, event_cache_size"
+        f" {data.get('event_cache_size') or 'default'}",
         f"requests: {clients['requests']} answered ({clients['statuses']}), {clients['aborted']}"
         f" abandoned by the client, {clients['pages']} continuation pages,"
         f" {clients['sessions_created']} sessions created, {clients['sessions_abandoned']} left"
@@ -786,6 +814,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default="soak", help="result file name")
     parser.add_argument("--keep", action="store_true", help="keep the logs (work directory)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="tracemalloc in worker1 from the end of the warm-up to the end; its report"
+        " (<pid>-memory.txt) goes here",
+    )
+    parser.add_argument(
+        "--event-cache-size",
+        help="Synapse's event_cache_size (default: Synapse's, 10K): a small one shows how much"
+        " of the RSS growth is the event cache filling",
+    )
     args = parser.parse_args()
     if args.clients < 4:
         parser.error("--clients must be at least 4")

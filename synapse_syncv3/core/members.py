@@ -125,7 +125,12 @@ class SnapshotCache:
     bounded by the total number of members held. Snapshots never change, so the
     pages after the first cost no state lookup."""
 
-    def __init__(self, max_members: int = 200_000) -> None:
+    #: ~300 bytes a member: at most ~15 MiB per process (200,000 held ~60 MiB, which a
+    #: soak on workers filled at ~1 MiB a minute: every event in a room makes a new
+    #: state position, so busy rooms add a snapshot per first page).
+    MAX_MEMBERS = 50_000
+
+    def __init__(self, max_members: int = MAX_MEMBERS) -> None:
         self._max_members = max_members
         self._held = 0
         self._entries: OrderedDict[tuple[str, int, str], list[Member]] = OrderedDict()
