@@ -54,6 +54,7 @@ from bench.common import exit_on_sigterm, module_version, save, synapse_version
 from harness import (
     Account,
     Client,
+    Homeserver,
     MatrixUser,
     WorkerDeployment,
     redis_unavailable_reason,
@@ -506,6 +507,12 @@ def server_counts(deployment: WorkerDeployment) -> dict[str, dict[str, float]]:
 # -- the run ---------------------------------------------------------------------------
 
 
+def _pid(process: Homeserver) -> int:
+    if process.pid is None:
+        raise RuntimeError(f"{process} is not running")
+    return process.pid
+
+
 def _profile_env(profile: Path | None) -> dict[str, str] | None:
     """Load bench/profiling/sitecustomize.py into the Synapse processes."""
     if profile is None:
@@ -577,7 +584,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             if args.profile is not None and not profiling and elapsed >= warmup:
                 # tracemalloc in worker1 from the end of the warm-up (its "before").
-                os.kill(deployment.workers[0].pid, signal.SIGUSR1)
+                os.kill(_pid(deployment.workers[0]), signal.SIGUSR1)
                 profiling = True
             point = sample(world, started)
             samples.append(point)
@@ -590,7 +597,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if profiling:
             # What worker1 allocated since the warm-up and still holds, by line and
             # traceback (bench/profiling/sitecustomize.py writes <pid>-memory.txt).
-            os.kill(deployment.workers[0].pid, signal.SIGUSR2)
+            os.kill(_pid(deployment.workers[0]), signal.SIGUSR2)
             time.sleep(20)
         world.stop.set()
         for t in threads:

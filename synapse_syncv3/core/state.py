@@ -385,14 +385,21 @@ class SessionState:
         cached = self._known.get(key)
         if cached is not None:
             return cached
-        lineage = self._base.get(Lineage.KEY)
-        if not isinstance(lineage, Lineage):
-            lineage = Lineage()
         found: set[str] = set()
-        for after, up_to in lineage.included(self._cleared_after(stream), self.version):
+        for after, up_to in self._known_ranges(stream):
             found |= await self._read_rooms(stream, up_to, after, room_ids)
         self._known[key] = frozenset(found)
         return self._known[key]
+
+    def _known_ranges(self, stream: str) -> list[tuple[int, int]]:
+        """The version ranges ``(after, up_to]`` whose rooms of ``stream`` this token
+        had received: its lineage since the stream's last clear."""
+        if not self.version or stream in self._cleared:
+            return []
+        lineage = self._base.get(Lineage.KEY)
+        if not isinstance(lineage, Lineage):
+            lineage = Lineage()
+        return lineage.included(self._cleared_after(stream), self.version)
 
     def record_rooms(self, stream: str, room_ids: Collection[str]) -> None:
         """Rooms sent by this response for ``stream``."""
@@ -446,13 +453,10 @@ class SessionState:
             for stream in self._cleared:
                 after[stream] = new_version - 1
             values[ClearedRooms.KEY] = ClearedRooms(after)
-        known_ranges = {}
         sent = self._sent or {}
-        for stream in sent:
-            if self.version and stream not in self._cleared:
-                ranges = lineage.included(self._cleared_after(stream), self.version)
-                if ranges:
-                    known_ranges[stream] = tuple(ranges)
+        known_ranges = {
+            stream: tuple(ranges) for stream in sent if (ranges := self._known_ranges(stream))
+        }
         return StateChanges(
             values=values,
             rooms={stream: frozenset(rooms) for stream, rooms in sent.items()},
