@@ -27,8 +27,6 @@ import attrs
 from synapse.api.constants import Membership
 from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
 from synapse.events.utils import FilteredEvent
-from synapse.util.async_helpers import delay_cancellation
-from synapse.visibility import filter_and_transform_events_for_client
 
 from synapse_syncv3.compat import synapse_sql
 from synapse_syncv3.compat.base import JsonDict
@@ -307,13 +305,8 @@ class RoomListMixin(RoomsMixin):
             if state_ids
             else frozenset()
         )
-        filtered = await delay_cancellation(
-            filter_and_transform_events_for_client(
-                self._hs.get_storage_controllers(),
-                requester.user.to_string(),
-                events,
-                always_include_ids=current,
-            )
+        filtered = await self._visible_to(
+            requester.user.to_string(), events, always_include_ids=current
         )
         visible: dict[str, list[Any]] = {}
         for item in filtered:
@@ -347,11 +340,7 @@ class RoomListMixin(RoomsMixin):
         items = [item for timeline in timelines.values() for item in timeline.events]
         aggregations = None
         if items:
-            aggregations = await delay_cancellation(
-                self._hs.get_relations_handler().get_bundled_aggregations(
-                    items, requester.user.to_string()
-                )
-            )
+            aggregations = await self._bundled_aggregations(items, requester.user.to_string())
         serialized = await self._serialize(requester, items, aggregations) if items else []
         result: dict[str, list[JsonDict]] = {}
         offset = 0
@@ -402,11 +391,7 @@ class RoomListMixin(RoomsMixin):
         found.update(event.room_id for event in events if event.is_state())
         rest = [event for event in events if event.room_id not in found]
         if rest:
-            filtered = await delay_cancellation(
-                filter_and_transform_events_for_client(
-                    self._hs.get_storage_controllers(), requester.user.to_string(), rest
-                )
-            )
+            filtered = await self._visible_to(requester.user.to_string(), rest)
             found.update(item.event.room_id for item in filtered)
         return found
 

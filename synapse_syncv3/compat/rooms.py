@@ -24,8 +24,6 @@ import attrs
 from synapse.api.constants import Direction, Membership
 from synapse.events.utils import FilteredEvent, strip_event
 from synapse.types import RoomStreamToken, StreamKeyType, StreamToken
-from synapse.util.async_helpers import delay_cancellation
-from synapse.visibility import filter_and_transform_events_for_client
 
 from synapse_syncv3.compat.base import JsonDict
 from synapse_syncv3.compat.timeline import TimelineMixin
@@ -140,7 +138,6 @@ class RoomsMixin(TimelineMixin):
         them: history visibility at each event, ignored users, erasure, soft failure;
         state events still in the room's current state are always kept."""
         user_id = requester.user.to_string()
-        storage = self._hs.get_storage_controllers()
         from_key = RoomStreamToken(stream=upper)
         to_key = RoomStreamToken(stream=lower) if lower is not None else None
         page = max(2 * limit, 10)
@@ -173,11 +170,7 @@ class RoomsMixin(TimelineMixin):
                 if state_ids
                 else frozenset()
             )
-            filtered = await delay_cancellation(
-                filter_and_transform_events_for_client(
-                    storage, user_id, events, always_include_ids=current
-                )
-            )
+            filtered = await self._visible_to(user_id, events, always_include_ids=current)
             visible = [*filtered, *visible]
             if not more:
                 exhausted = True
@@ -207,10 +200,8 @@ class RoomsMixin(TimelineMixin):
         ``bundle`` (v2 sync bundles them for limited and newly joined rooms)."""
         aggregations = None
         if bundle and timeline.events:
-            aggregations = await delay_cancellation(
-                self._hs.get_relations_handler().get_bundled_aggregations(
-                    list(timeline.events), requester.user.to_string()
-                )
+            aggregations = await self._bundled_aggregations(
+                list(timeline.events), requester.user.to_string()
             )
         return await self._serialize(requester, list(timeline.events), aggregations)
 

@@ -73,17 +73,28 @@ class TimelineMixin(SynapseBase):
         visibility, erasure, soft failure), in the order of ``event_ids``."""
         user_id = requester.user.to_string()
         events = await self._store.get_events_as_list(event_ids, get_prev_content=True)
-        # delay_cancellation (here and around the other visibility filter and bundled
-        # aggregation calls of compat/): a request cancelled because its client left
-        # lets these finish, then ends as CancelledError. Cancelled inside, Synapse's
-        # batched lookups fail with FirstError(CancelledError) (logged as a failed
-        # request and an unhandled error in a Deferred; found by bench/soak.py).
-        filtered = await delay_cancellation(
+        filtered = await self._visible_to(user_id, events, is_peeking=is_peeking)
+        return await self._serialize(requester, filtered)
+
+    # Both run under delay_cancellation: a request cancelled because its client left
+    # lets them finish, then ends as CancelledError. Cancelled inside, Synapse's
+    # batched lookups fail with FirstError(CancelledError) (logged as a failed request
+    # and an unhandled error in a Deferred; found by bench/soak.py).
+
+    async def _visible_to(self, user_id: str, events: list[Any], **kwargs: Any) -> list[Any]:
+        """Synapse's visibility filter (``filter_and_transform_events_for_client``;
+        ``kwargs``: its ``is_peeking``, ``always_include_ids``): ``FilteredEvent``s."""
+        return await delay_cancellation(  # type: ignore[no-any-return]
             filter_and_transform_events_for_client(
-                self._hs.get_storage_controllers(), user_id, events, is_peeking=is_peeking
+                self._hs.get_storage_controllers(), user_id, events, **kwargs
             )
         )
-        return await self._serialize(requester, filtered)
+
+    async def _bundled_aggregations(self, items: list[Any], user_id: str) -> Any:
+        """The relations handler's bundled aggregations of ``FilteredEvent``s."""
+        return await delay_cancellation(
+            self._hs.get_relations_handler().get_bundled_aggregations(items, user_id)
+        )
 
     async def _serialize(
         self, requester: Any, filtered: list[Any], bundle_aggregations: Any = None
