@@ -417,6 +417,17 @@ async def _profile_signal(setup: Setup, sig: signal.Signals, enabled: bool) -> N
     await asyncio.sleep(2 if sig == signal.SIGUSR1 else 5)
 
 
+async def _profile_report(path: Path, limit_s: float = 300.0) -> str:
+    """The memory report a server writes on SIGUSR2 (it takes a while with many
+    allocations traced: the file appears whole, once written)."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no profile report at {path} after {limit_s:.0f} s")
+        await asyncio.sleep(1)
+    return path.read_text()
+
+
 def quiet_start(devices: list[Device], timeout_s: float, wanted: float) -> float:
     """Seconds to wait for the start of the longest stretch (within the next timeout
     period) in which no waiting long-poll times out; 0 when the stretch that starts
@@ -542,7 +553,7 @@ async def run_phase(
     if args.profile is not None:
         traced_kib = 0.0
         for target in setup.targets:
-            text = (args.profile / f"{target.pid}-memory.txt").read_text()
+            text = await _profile_report(args.profile / f"{target.pid}-memory.txt")
             traced_kib += float(text.split("total traced difference: ")[1].split(" KiB")[0])
         traced_kib /= n
     # One whole timeout period (unless --idle-window says otherwise): every long-poll

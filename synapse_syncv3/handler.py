@@ -15,8 +15,10 @@ HTTP. A request runs in phases so that one that fails changes nothing (SPEC §3.
 4. **Commit**: the new params version, the to_device confirmation and the deletion it
    allows (SPEC §3.5 steps 2–3), eviction for a new session. Written before any wait,
    so a timeout reply carries the new params version; a cancelled wait keeps it.
-5. **Wait** on Synapse's notifier if there is nothing to say; each wake recomputes the
-   streams whose Synapse positions moved.
+5. **Wait** for the user's activity if there is nothing to say (the module's own wait
+   on Synapse's notifier: one listener in the user's notifier stream and one entry on
+   a shared deadline timer per waiting request); each wake recomputes the streams
+   whose Synapse positions moved.
 6. **Respond**; the stream state changed by the response is persisted, as a new state
    version named by ``next``, only for a reply that is not a timeout reply.
 """
@@ -32,7 +34,7 @@ import attrs
 from twisted.internet.defer import CancelledError
 
 from synapse_syncv3 import metrics
-from synapse_syncv3.compat import SynapseCompat
+from synapse_syncv3.compat import Listening, SynapseCompat
 from synapse_syncv3.config import SyncV3Config
 from synapse_syncv3.core.params import Params, merge, reset_streams, started_streams
 from synapse_syncv3.core.request import QueryParams, RequestBody
@@ -243,9 +245,27 @@ class SyncV3Handler:
                 metrics.WAITING_REQUESTS.inc()
                 outcome = "cancelled"
                 try:
-                    results = await self._wait(req, checked, results)
+                    # Phase 5, the wait (SPEC §6.2), written out here rather than in a
+                    # coroutine of its own: a waiting request holds one frame less.
+                    # Each wake of the user (by any of Synapse's streams) recomputes
+                    # the requested streams that moved; at the deadline, a last check.
+                    deadline = self._synapse.time_ms() + req.query.timeout_ms
+                    token = checked.ctx.now
+                    while True:
+                        listening = self._synapse.listen(
+                            req.user_id, token, deadline
+                        ) or await self._open_and_listen(req.user_id, token, deadline)
+                        with listening:
+                            woken = await listening.deferred
+                        del listening
+                        results = await self._recompute_moved(checked, results)
+                        if woken is None or _has_data(results):
+                            break
+                        token = woken
+                    if not _has_data(results):
+                        results = None
                     if is_disconnected():
-                        # Synapse's notifier swallows the cancellation of its wait.
+                        # Answered as the client went away: not a completed request.
                         raise CancelledError()
                     outcome = "timeout" if results is None else "data"
                 finally:
@@ -325,31 +345,27 @@ class SyncV3Handler:
             metrics.STREAM_DURATION.labels(stream=name).observe(time.monotonic() - stream_started)
         return ctx.results
 
-    def _wait(
-        self, req: SyncRequest, checked: _Checked, results: dict[str, StreamResult]
-    ) -> Awaitable[dict[str, StreamResult] | None]:
-        """Wait until a requested stream has data, or the timeout (SPEC §6.2). Not a
-        coroutine itself: a waiting request holds no frame of it, only the callback."""
+    async def _open_and_listen(self, user_id: str, token: Any, deadline: int) -> Listening:
+        """The user's first wait (or the first since the notifier dropped the user's
+        stream): have the notifier keep one, then listen."""
+        await self._synapse.open_user_stream(user_id, token)
+        listening = self._synapse.listen(user_id, token, deadline)
+        if listening is None:
+            raise RuntimeError("Synapse's notifier keeps no stream for the user")
+        return listening
+
+    async def _recompute_moved(
+        self, checked: _Checked, results: dict[str, StreamResult]
+    ) -> dict[str, StreamResult]:
+        """After a wake: recompute the requested streams whose Synapse positions moved
+        since the last computation (the others keep their results)."""
         ctx = checked.ctx
-        last = {"now": ctx.now, "results": results}
-
-        async def on_wake(*_tokens: object) -> dict[str, StreamResult] | None:
-            now = self._synapse.current_token()
-            moved = [
-                name
-                for name in checked.requested
-                if self._streams[name].moved(ctx, last["now"], now)
-            ]
-            if not moved:
-                return None
-            # No await since `now` was sampled: it is the token of this wake.
-            computed = await self._compute(checked, moved, last["results"], now=now)
-            last["now"], last["results"] = ctx.now, computed
-            return computed if _has_data(computed) else None
-
-        return self._synapse.wait_for_events(
-            req.user_id, req.query.timeout_ms, on_wake, from_token=ctx.now
-        )
+        now = self._synapse.current_token()
+        moved = [name for name in checked.requested if self._streams[name].moved(ctx, ctx.now, now)]
+        if not moved:
+            return results
+        # No await since `now` was sampled: it is the token of this wake.
+        return await self._compute(checked, moved, results, now=now)
 
     # -- replies -------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ is set.
 * SIGUSR2: snapshot what was allocated since and is still alive, and compare the live
   objects with "before"; writes
   ``<pid>-memory.txt`` (the largest differences by line and by traceback, and by
-  object type);
+  object type) and the two snapshots (``<pid>-before.tracemalloc``,
+  ``<pid>-after.tracemalloc``, for ``bench/profiling/memory_split.py``);
 * SIGPROF: start cProfile (main thread); the next SIGPROF stops it and writes
   ``<pid>-cpu.prof`` and ``<pid>-cpu.txt`` (by own time and by cumulative time).
 """
@@ -90,9 +91,13 @@ if _DIR:
             diff.subtract(_state["types"])
             for name, count in diff.most_common(80):
                 print(f"{count:>10} {name}", file=out)
+        snapshot.dump(os.path.join(_DIR, f"{os.getpid()}-after.tracemalloc"))
+        if before is not None:
+            before.dump(os.path.join(_DIR, f"{os.getpid()}-before.tracemalloc"))
         path = os.path.join(_DIR, f"{os.getpid()}-memory.txt")
-        with open(path, "w") as f:
+        with open(path + ".part", "w") as f:
             f.write(out.getvalue())
+        os.replace(path + ".part", path)
 
     def _cpu(signum: int, frame: Any) -> None:
         profiler = _state.pop("profiler", None)

@@ -55,7 +55,7 @@ from synapse_syncv3.compat.http_glue import (
     synapse_version,
 )
 from synapse_syncv3.compat.membership import MembershipMixin, MembershipView
-from synapse_syncv3.compat.notifier import NotifierMixin
+from synapse_syncv3.compat.notifier import Listening, NotifierMixin
 from synapse_syncv3.compat.positions import PositionsMixin
 from synapse_syncv3.compat.room_list import RoomListMixin
 from synapse_syncv3.compat.rooms import RoomsMixin
@@ -67,6 +67,7 @@ __all__ = [
     "DEVICE_EXISTS_SQL",
     "INBOX_HAS_MESSAGES_SQL",
     "JsonDict",
+    "Listening",
     "MembershipView",
     "ObservableDeferred",
     "RestServlet",

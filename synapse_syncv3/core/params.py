@@ -78,7 +78,10 @@ def merge(stored: Params, body: Mapping[str, JsonDict | None]) -> Params:
     ``body`` maps the stream keys present in the request (as spelled) to their
     validated stored form, or to None for ``null``. Absent keys keep their params,
     ``null`` removes the stream, an object replaces the stream's params entirely.
+    An empty body returns ``stored`` itself (an idle long-poll holds one Params).
     """
+    if not body:
+        return stored
     merged = dict(stored.by_key)
     for key, value in body.items():
         name = canonical_name(key)

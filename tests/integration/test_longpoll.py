@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+from harness import MatrixUser
 from tests.integration.helpers import V3, V3_PATH, Server, after, retype, shared_room, timed
 
 
@@ -133,3 +135,61 @@ def test_disconnect_cancels_the_wait(server: Server) -> None:
     assert cancelled == cancelled_before + 1
     # The session is intact.
     assert v3.ok({}, since=since)["next"] == since
+
+
+def _open_long_poll(server: Server, user: MatrixUser, since: str, timeout_ms: int) -> socket.socket:
+    """A long-poll on a raw socket (the test closes it to go away)."""
+    url = urlsplit(server.base_url)
+    body = b"{}"
+    request = (
+        f"POST {V3_PATH}?since={since}&timeout={timeout_ms} HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\nAuthorization: Bearer {user.access_token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.sendall(request)
+    return sock
+
+
+def _until(check: Callable[[], bool], what: str, limit: float = 10) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_waits_leave_no_listener_behind(server: Server) -> None:
+    """The module's own wait holds one listener in Synapse's notifier per waiting
+    request: a wait that is woken, times out or is cancelled by the client takes it
+    away, and the others of the same user keep waiting and are woken."""
+    user = server.user()
+    woken, gone, timing_out = V3(user), V3(user), V3(user)
+    since = {v3: v3.ok({"to_device": {}})["next"] for v3 in (woken, gone, timing_out)}
+
+    def listeners() -> float:
+        return server.metric("synapse_notifier_listeners", missing=0)
+
+    def waiting() -> float:
+        return server.metric("synapse_syncv3_waiting_requests")
+
+    _until(lambda: waiting() == 0, "other requests still waiting")
+    baseline = listeners()
+    with ThreadPoolExecutor(2) as pool:
+        answer = pool.submit(lambda: woken.ok({}, since=since[woken], timeout=20000))
+        timed_out = pool.submit(
+            lambda: timed(lambda: timing_out.ok({}, since=since[timing_out], timeout=1500))
+        )
+        sock = _open_long_poll(server, user, since[gone], 20000)
+        _until(lambda: waiting() == 3, "the three long-polls never waited together")
+        assert listeners() == baseline + 3
+        sock.close()
+        _until(lambda: waiting() == 2, "the closed long-poll kept waiting")
+        assert listeners() == baseline + 2
+        body, elapsed = timed_out.result(timeout=10)
+        assert body == {"next": since[timing_out]} and 1.4 <= elapsed < 3, elapsed
+        _until(lambda: waiting() == 1, "the timed-out long-poll kept waiting")
+        assert listeners() == baseline + 1
+        user.send_to_device("m.test", {user.user_id: {user.device_id: {"n": 1}}})
+        events = answer.result(timeout=10)["to_device"]["events"]
+        assert [event["content"] for event in events] == [{"n": 1}]
+    _until(lambda: listeners() == baseline, "a listener was left in the notifier")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import attrs
@@ -115,6 +115,7 @@ class FakeSynapse:
         self.wakes: list[dict[str, int]] = []
         self.cancel_wait = False
         self.caught_up = True
+        self.stream_open = False
 
     async def presence_context(
         self, requester: Any, set_presence: str
@@ -131,22 +132,50 @@ class FakeSynapse:
         self.log.append(("wait_for_stream_token", token))
         return self.caught_up
 
-    async def wait_for_events(
-        self,
-        user_id: str,
-        timeout_ms: int,
-        callback: Callable[[], Awaitable[Any]],
-        from_token: Any,
-    ) -> Any:
-        self.log.append(("wait", timeout_ms, from_token))
+    def time_ms(self) -> int:
+        return 1_000_000
+
+    def listen(self, user_id: str, token: Any, deadline_ms: int) -> FakeListening | None:
+        """Each wait takes the next scripted wake (its moves applied), then times out;
+        the user's first wait finds no notifier stream."""
+        if not self.stream_open:
+            return None
+        self.log.append(("wait", deadline_ms - self.time_ms(), token))
         if self.cancel_wait:
-            raise CancelledError()
-        for moves in self.wakes:
-            self.positions.update(moves)
-            result = await callback()
-            if result:
-                return result
-        return None
+            return FakeListening(self.log, error=CancelledError())
+        if not self.wakes:
+            return FakeListening(self.log, value=None)
+        self.positions.update(self.wakes.pop(0))
+        return FakeListening(self.log, value=dict(self.positions))
+
+    async def open_user_stream(self, user_id: str, token: Any) -> None:
+        self.log.append(("open_user_stream", token))
+        self.stream_open = True
+
+
+class FakeListening:
+    """``compat.Listening``: a context manager with an awaitable ``deferred``."""
+
+    def __init__(self, log: Log, value: Any = None, error: BaseException | None = None) -> None:
+        self.log = log
+        self.deferred = _Done(value, error)
+
+    def __enter__(self) -> FakeListening:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.log.append(("listening_done",))
+
+
+class _Done:
+    def __init__(self, value: Any, error: BaseException | None) -> None:
+        self.value, self.error = value, error
+
+    def __await__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+        yield  # a generator: awaitable
 
 
 class FakeSessions:
@@ -350,6 +379,11 @@ def test_timeout_reply_is_exactly_next_with_the_positions_of_since() -> None:
     # The commit came before the wait, which started from the first computation's now.
     assert setup.names().index("record") < setup.names().index("wait")
     assert ("wait", 1234, {"alpha": 5, "beta": 7, "noise": 0}) in setup.log
+    # The user had no notifier stream: opened once, before the first wait; each of
+    # the three waits (two wakes, then the deadline) was left.
+    assert setup.names().count("open_user_stream") == 1
+    assert setup.names().index("open_user_stream") < setup.names().index("wait")
+    assert setup.names().count("wait") == setup.names().count("listening_done") == 3
 
 
 def test_unchanged_timeout_reply_gives_since_back() -> None:
@@ -420,6 +454,7 @@ def test_cancelled_wait_persists_nothing() -> None:
     setup.synapse.cancel_wait = True
     with pytest.raises(CancelledError):
         setup.handle(setup.since())
+    assert setup.names()[-1] == "listening_done"  # the wait was left
     # What was committed before the wait stays.
     assert setup.writes() == ["protect", "record"]
 

@@ -20,6 +20,8 @@ def merged(body: bytes, stored: Params = STORED) -> Params:
 # The table of SPEC §5.7.
 def test_empty_body_changes_nothing() -> None:
     assert merged(b"{}").same_as(STORED)
+    # The stored params themselves: an idle long-poll holds one Params, not two.
+    assert merged(b"{}") is STORED
 
 
 def test_same_values_change_nothing() -> None:
