@@ -72,6 +72,9 @@ class SyncRequest:
     #: Tests only: the stream whose first computation raises :class:`InjectedFault`.
     #: Set by the servlet only when the process runs with fault injection enabled.
     fault: str | None = None
+    #: The HTTP request, opaque here: only for asking Synapse whether its client is
+    #: still there (``SynapseCompat.is_disconnected``).
+    connection: Any = None
 
     @property
     def kind(self) -> str:
@@ -122,19 +125,61 @@ class SyncV3Handler:
         for name in streams.order:  # export every stream's histogram from the start
             metrics.STREAM_DURATION.labels(stream=name)
 
-    async def handle(self, req: SyncRequest, is_disconnected: Callable[[], bool]) -> JsonDict:
+    async def handle(self, req: SyncRequest) -> JsonDict:
+        """Phases 1 to 6 of one request. The wait is written out here, not in
+        coroutines of its own: a waiting request holds this one frame of the handler."""
         started = time.monotonic()
         await self._ready()
         checked = await self._check(req)
-        if checked.since is not None:
-            return await self._run(req, checked, started, is_disconnected)
-        session = await self._sessions.start(req.user_id, req.device_id, checked.new)
+        new_session = None
+        if checked.since is None:
+            new_session = await self._sessions.start(req.user_id, req.device_id, checked.new)
         try:
-            return await self._run(req, checked, started, is_disconnected, session)
+            waited = 0.0
+            presence = await self._synapse.presence_context(req.requester, req.query.set_presence)
+            with presence:
+                await self._synapse.on_user_syncing(req.user_id)
+                results = None
+                if checked.caught_up:
+                    results = await self._first_computation(req, checked)
+                session = await self._commit(req, checked, new_session)
+                if results is not None and self._may_wait(req, checked, results):
+                    wait_started = time.monotonic()
+                    metrics.WAITING_REQUESTS.inc()
+                    outcome = "cancelled"
+                    try:
+                        # Phase 5 (SPEC §6.2). Each wake of the user (by any of
+                        # Synapse's streams) recomputes the requested streams that
+                        # moved; at the deadline, a last check.
+                        deadline = self._synapse.time_ms() + req.query.timeout_ms
+                        token = checked.ctx.now
+                        while True:
+                            listening = self._synapse.listen(
+                                req.user_id, token, deadline
+                            ) or await self._open_and_listen(req.user_id, token, deadline)
+                            with listening:
+                                woken = await listening.deferred
+                            del listening
+                            results = await self._recompute_moved(checked, results)
+                            if woken is None or _has_data(results):
+                                break
+                            token = woken
+                        if not _has_data(results):
+                            results = None
+                        if self._synapse.is_disconnected(req.connection):
+                            # Answered as the client went away: not a completed request.
+                            raise CancelledError()
+                        outcome = "timeout" if results is None else "data"
+                    finally:
+                        metrics.WAITING_REQUESTS.dec()
+                        waited = time.monotonic() - wait_started
+                        metrics.WAIT_DURATION.labels(outcome=outcome).observe(waited)
+            return await self._reply(req, checked, session, results, started, waited)
         except BaseException:
-            # The client never got a token of this session: do not leave it behind to
-            # hold back to-device deletion until it expires.
-            await self._sessions.discard(session.session_id)
+            if new_session is not None:
+                # The client never got a token of this session: do not leave it
+                # behind to hold back to-device deletion until it expires.
+                await self._sessions.discard(new_session.session_id)
             raise
 
     # -- phase 1: every check, nothing written ------------------------------------------
@@ -200,79 +245,44 @@ class SyncV3Handler:
 
     # -- phases 2 to 6 ----------------------------------------------------------------
 
-    async def _run(
+    async def _commit(
+        self, req: SyncRequest, checked: _Checked, new_session: SessionRef | None
+    ) -> SessionRef:
+        """Phase 4: commit what the request changes (SPEC §3.5 steps 2-3)."""
+        if checked.since is None:
+            assert new_session is not None
+            await self._sessions.admit(new_session, req.user_id, req.device_id)
+            return new_session
+        assert checked.loaded is not None
+        session = await self._sessions.record(
+            checked.since, checked.loaded, req.user_id, req.device_id, checked.old, checked.new
+        )
+        # Not needed past the commit: a waiting request keeps only the decoded state
+        # (ctx.state), not the stored text as well.
+        checked.loaded = None
+        return session
+
+    def _may_wait(
+        self, req: SyncRequest, checked: _Checked, results: Mapping[str, StreamResult]
+    ) -> bool:
+        return (
+            checked.since is not None
+            and not checked.fresh  # a first delivery or reset is data (SPEC §6.1)
+            and not self._answer_at_once(checked)
+            and req.query.timeout_ms > 0
+            and not _has_data(results)
+        )
+
+    async def _reply(
         self,
         req: SyncRequest,
         checked: _Checked,
+        session: SessionRef,
+        results: Mapping[str, StreamResult] | None,
         started: float,
-        is_disconnected: Callable[[], bool],
-        new_session: SessionRef | None = None,
+        waited: float,
     ) -> JsonDict:
-        since = checked.since
-        waited = 0.0
-        presence = await self._synapse.presence_context(req.requester, req.query.set_presence)
-        with presence:
-            await self._synapse.on_user_syncing(req.user_id)
-            results = None
-            if checked.caught_up:
-                results = await self._first_computation(req, checked)
-
-            # Phase 4: commit what the request changes (SPEC §3.5 steps 2-3).
-            if since is None:
-                assert new_session is not None
-                session = new_session
-                await self._sessions.admit(session, req.user_id, req.device_id)
-            else:
-                assert checked.loaded is not None
-                session = await self._sessions.record(
-                    since, checked.loaded, req.user_id, req.device_id, checked.old, checked.new
-                )
-                # Not needed past the commit: a waiting request keeps only the decoded
-                # state (ctx.state), not the stored text as well.
-                checked.loaded = None
-
-            may_wait = (
-                results is not None
-                and since is not None
-                and not checked.fresh  # a first delivery or reset is data (SPEC §6.1)
-                and not self._answer_at_once(checked)
-                and req.query.timeout_ms > 0
-                and not _has_data(results)
-            )
-            if may_wait:
-                assert results is not None
-                wait_started = time.monotonic()
-                metrics.WAITING_REQUESTS.inc()
-                outcome = "cancelled"
-                try:
-                    # Phase 5, the wait (SPEC §6.2), written out here rather than in a
-                    # coroutine of its own: a waiting request holds one frame less.
-                    # Each wake of the user (by any of Synapse's streams) recomputes
-                    # the requested streams that moved; at the deadline, a last check.
-                    deadline = self._synapse.time_ms() + req.query.timeout_ms
-                    token = checked.ctx.now
-                    while True:
-                        listening = self._synapse.listen(
-                            req.user_id, token, deadline
-                        ) or await self._open_and_listen(req.user_id, token, deadline)
-                        with listening:
-                            woken = await listening.deferred
-                        del listening
-                        results = await self._recompute_moved(checked, results)
-                        if woken is None or _has_data(results):
-                            break
-                        token = woken
-                    if not _has_data(results):
-                        results = None
-                    if is_disconnected():
-                        # Answered as the client went away: not a completed request.
-                        raise CancelledError()
-                    outcome = "timeout" if results is None else "data"
-                finally:
-                    metrics.WAITING_REQUESTS.dec()
-                    waited = time.monotonic() - wait_started
-                    metrics.WAIT_DURATION.labels(outcome=outcome).observe(waited)
-
+        """Phase 6: the timeout reply, or the response with its stream state persisted."""
         if results is None:
             response = self._timeout_reply(session, checked.since_raw)
         else:

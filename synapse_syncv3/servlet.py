@@ -10,7 +10,6 @@ The same :class:`SyncV3Endpoint` serves two routes:
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Awaitable
@@ -80,9 +79,7 @@ class SyncV3Endpoint:
             req = await self._parse(request, args)
             del args  # parsed: a long-poll waits without it
             kind = req.kind
-            response = await self._handler.handle(
-                req, functools.partial(self._synapse.is_disconnected, request)
-            )
+            response = await self._handler.handle(req)
             code = 200
             return 200, response
         except Exception as e:
@@ -141,6 +138,7 @@ class SyncV3Endpoint:
             query=query,
             body=body,
             fault=self._fault(request),
+            connection=request,
         )
 
     def _fault(self, request: Any) -> str | None:

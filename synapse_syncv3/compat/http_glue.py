@@ -121,7 +121,7 @@ class HttpGlueMixin(SynapseBase):
 
     @staticmethod
     def is_disconnected(request: Any) -> bool:
-        """Whether the client of a SynapseRequest has gone away."""
+        """Whether the client of a SynapseRequest has gone away (False for None)."""
         return bool(getattr(request, "_disconnected", False))
 
     async def presence_context(

@@ -25,6 +25,10 @@ from synapse_syncv3.streams.base import (
 DEFAULT_LIMIT = 100
 
 
+#: The payload of a computation without messages, shared by every idle long-poll (never
+#: mutated: a response copies a payload into its stream object).
+_NO_EVENTS: JsonDict = {"events": []}
+
 class ToDeviceStream(StreamDefaults):
     name: ClassVar[str] = "to_device"
     code: ClassVar[str] = "d"
@@ -55,7 +59,7 @@ class ToDeviceStream(StreamDefaults):
         params, position = request.params, request.position
         now_key = ctx.synapse.to_device_key(ctx.now)
         if position is not None and position >= now_key:
-            return StreamResult(payload={"events": []}, position=str(position))
+            return StreamResult(payload=_NO_EVENTS, position=str(position))
         limit = self.negotiate(params, ctx.config.max_limits)["limit"]
         # First delivery starts at the oldest message not deleted yet (SPEC §8.2 rule 3).
         messages, last = await ctx.synapse.to_device_messages(

@@ -135,6 +135,9 @@ class FakeSynapse:
     def time_ms(self) -> int:
         return 1_000_000
 
+    def is_disconnected(self, connection: Any) -> bool:
+        return bool(connection is not None and connection.disconnected)
+
     def listen(self, user_id: str, token: Any, deadline_ms: int) -> FakeListening | None:
         """Each wait takes the next scripted wake (its moves applied), then times out;
         the user's first wait finds no notifier stream."""
@@ -287,8 +290,9 @@ class Setup:
             query=QueryParams(since=since, timeout_ms=timeout_ms, set_presence="online"),
             body=RequestBody(streams=body or {}, per_request=per_request or {}),
             fault=fault,
+            connection=self,  # self.disconnected says whether its client went away
         )
-        return asyncio.run(self.handler.handle(req, lambda: self.disconnected))  # type: ignore[no-any-return]
+        return asyncio.run(self.handler.handle(req))  # type: ignore[no-any-return]
 
     def names(self) -> list[str]:
         return [entry[0] for entry in self.log]

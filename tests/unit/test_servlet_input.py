@@ -74,7 +74,7 @@ class _Cancelled:
         async def parse(request: Any, args: Any) -> Any:
             return SimpleNamespace(kind="incremental")
 
-        async def handle(req: Any, is_disconnected: Any) -> Any:
+        async def handle(req: Any) -> Any:
             raise self.error
 
         endpoint: Any = SyncV3Endpoint.__new__(SyncV3Endpoint)
