@@ -158,7 +158,7 @@ class SyncV3Handler:
                                 req.user_id, token, deadline
                             ) or await self._open_and_listen(req.user_id, token, deadline)
                             with listening:
-                                woken = await listening.deferred
+                                woken = await listening
                             del listening
                             results = await self._recompute_moved(checked, results)
                             if woken is None or _has_data(results):

@@ -22,6 +22,7 @@ Versions:
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +45,18 @@ DEADLINE_TICK_MS = 50
 class Listening:
     """One wait of a long-poll for the user's next activity (:meth:`NotifierMixin.listen`).
 
-    Used as ``with listening: token = await listening.deferred``: the deferred fires
-    with the notifier's token at the user's activity, or with None at the deadline;
-    the ``with`` block leaves the request's logging context while waiting (the
-    notifier fires in none) and forgets the deadline however the wait ends
-    (a cancelled request cancels the deferred, which leaves the user's stream)."""
+    Used as ``with listening: token = await listening``: the wait ends with the
+    notifier's token at the user's activity, or with None at the deadline; the
+    ``with`` block leaves the request's logging context while waiting (the notifier
+    fires in none) and forgets the deadline however the wait ends (a cancelled
+    request cancels the listener's Deferred, which leaves the user's stream).
 
-    __slots__ = ("_context", "_deadlines", "_stream", "_tick", "deferred")
+    Awaiting it yields the listener's Deferred to Twisted's coroutine driver, which
+    sends its result back in: no generator per waiting request, as awaiting the
+    Deferred itself would make (``Deferred.__await__``).
+    """
+
+    __slots__ = ("_context", "_deadlines", "_stream", "_tick", "_yielded", "deferred")
 
     def __init__(
         self,
@@ -65,6 +71,23 @@ class Listening:
         self._deadlines = deadlines
         self._tick = deadlines.add(self, deadline_ms) if deadlines is not None else 0
         self._context: Any = None
+        self._yielded = False
+
+    def __await__(self) -> Generator[Any, Any, StreamToken | None]:
+        if self.deferred.called:
+            return self.deferred.__await__()
+        return self  # type: ignore[return-value]
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        """The driver's first step gets the Deferred to wait on; the next sends its
+        result (a failure, such as a cancellation, is thrown at the ``await``)."""
+        if not self._yielded:
+            self._yielded = True
+            return self.deferred
+        raise StopIteration(value)
 
     def __enter__(self) -> Listening:
         self._context = set_current_context(SENTINEL_CONTEXT)

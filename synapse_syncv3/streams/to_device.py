@@ -29,6 +29,7 @@ DEFAULT_LIMIT = 100
 #: mutated: a response copies a payload into its stream object).
 _NO_EVENTS: JsonDict = {"events": []}
 
+
 class ToDeviceStream(StreamDefaults):
     name: ClassVar[str] = "to_device"
     code: ClassVar[str] = "d"

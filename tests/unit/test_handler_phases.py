@@ -157,11 +157,14 @@ class FakeSynapse:
 
 
 class FakeListening:
-    """``compat.Listening``: a context manager with an awaitable ``deferred``."""
+    """``compat.Listening``: an awaitable context manager."""
 
     def __init__(self, log: Log, value: Any = None, error: BaseException | None = None) -> None:
         self.log = log
-        self.deferred = _Done(value, error)
+        self.done = _Done(value, error)
+
+    def __await__(self) -> Any:
+        return self.done.__await__()
 
     def __enter__(self) -> FakeListening:
         return self

@@ -1,0 +1,125 @@
+"""compat/notifier.py's Listening: the module's own wait, driven by Twisted's coroutine
+driver as in Synapse, against a stand-in for the notifier's per-user stream (the real
+one is exercised by tests/integration/test_longpoll.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from synapse.logging.context import SENTINEL_CONTEXT, LoggingContext, current_context
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+
+from synapse_syncv3.compat.notifier import Listening, _time_out
+from synapse_syncv3.core.deadlines import Deadlines
+
+
+class UserStream:
+    """What Listening uses of Synapse's ``_NotifierUserStream``: ``listeners`` and a
+    ``new_listener`` whose canceller leaves the set."""
+
+    def __init__(self) -> None:
+        self.listeners: set[Deferred[Any]] = set()
+
+    def new_listener(self) -> Deferred[Any]:
+        deferred: Deferred[Any] = Deferred(canceller=lambda d: self.listeners.discard(d))
+        self.listeners.add(deferred)
+        return deferred
+
+    def notify(self, token: Any) -> None:
+        listeners, self.listeners = self.listeners, set()
+        for deferred in listeners:
+            deferred.callback(token)
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.deadlines: Deadlines[Listening] = Deadlines(
+            now_ms=lambda: int(self.clock.seconds() * 1000),
+            call_later=self.clock.callLater,
+            on_due=_time_out,
+        )
+        self.stream = UserStream()
+        self.contexts: list[Any] = []
+
+    def wait(self, deadline_ms: int = 1000) -> Deferred[Any]:
+        listening = Listening(self.stream.new_listener(), self.stream, self.deadlines, deadline_ms)
+
+        async def request() -> Any:
+            with LoggingContext(name="request", server_name="test"):
+                with listening:
+                    self.contexts.append(current_context())
+                    woken = await listening
+                self.contexts.append(current_context().name)  # type: ignore[union-attr]
+                return woken
+
+        return Deferred.fromCoroutine(request())
+
+
+def test_woken_with_the_notifiers_token() -> None:
+    setup = Setup()
+    result = setup.wait()
+    assert not result.called
+    assert setup.contexts == [SENTINEL_CONTEXT]  # no request context while waiting
+    setup.stream.notify("token-7")
+    assert result.result == "token-7"
+    assert setup.contexts[-1] == "request"  # back in the request's context
+    assert len(setup.deadlines) == 0 and setup.stream.listeners == set()
+
+
+def test_the_deadline_ends_the_wait_with_none_and_leaves_the_stream() -> None:
+    setup = Setup()
+    result = setup.wait(deadline_ms=1000)
+    setup.clock.advance(0.999)
+    assert not result.called
+    setup.clock.advance(0.05)
+    assert result.called and result.result is None
+    assert setup.stream.listeners == set()
+    setup.stream.notify("late")  # nothing left to fire twice
+
+
+def test_a_cancelled_request_leaves_the_stream_and_the_deadlines() -> None:
+    setup = Setup()
+    result = setup.wait()
+    result.cancel()
+    failures: list[Any] = []
+    result.addErrback(failures.append)
+    assert failures and failures[0].check(CancelledError)
+    assert setup.stream.listeners == set()
+    assert len(setup.deadlines) == 0
+    setup.clock.advance(5)  # the emptied tick passes quietly
+
+
+def test_an_already_fired_listener_needs_no_wait() -> None:
+    fired: Deferred[Any] = Deferred()
+    fired.callback("now")
+    listening = Listening(fired, None, None, 0)
+
+    async def request() -> Any:
+        with listening:
+            return await listening
+
+    assert Deferred.fromCoroutine(request()).result == "now"
+
+
+def test_many_waits_share_one_timer() -> None:
+    setup = Setup()
+    results = [setup.wait(deadline_ms=1000 + n) for n in range(500)]
+    assert len(setup.clock.getDelayedCalls()) == 1
+    setup.stream.notify("t")
+    assert {r.result for r in results} == {"t"}
+    setup.clock.advance(3)
+    assert setup.clock.getDelayedCalls() == []
+
+
+def test_a_failure_of_the_listener_is_raised_at_the_await() -> None:
+    setup = Setup()
+    result = setup.wait()
+    [listener] = setup.stream.listeners
+    setup.stream.listeners.clear()
+    listener.errback(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        result.result.raiseException()
+    result.addErrback(lambda _: None)
