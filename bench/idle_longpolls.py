@@ -46,8 +46,10 @@ and .png (answers over time after the first send; KiB per waiting request; CPU p
 wake).
 
 ``--profile DIR`` loads bench/profiling/sitecustomize.py into the serving processes:
-each writes a tracemalloc comparison (waiting vs before) and a cProfile of the wake
-window into DIR (slower; not for the figures).
+each writes a tracemalloc comparison (waiting vs before; the snapshots split by part
+with bench/profiling/memory_split.py) and a cProfile of the wake window
+(``--profile-window idle``: of the idle window, timeouts and re-issues) into DIR
+(slower; not for the figures).
 """
 
 from __future__ import annotations
@@ -417,6 +419,12 @@ async def _profile_signal(setup: Setup, sig: signal.Signals, enabled: bool) -> N
     await asyncio.sleep(2 if sig == signal.SIGUSR1 else 5)
 
 
+def _signal_targets(setup: Setup, sig: signal.Signals) -> None:
+    for target in setup.targets:
+        assert target.pid is not None
+        os.kill(target.pid, sig)
+
+
 async def _profile_report(path: Path, limit_s: float = 300.0) -> str:
     """The memory report a server writes on SIGUSR2 (it takes a while with many
     allocations traced: the file appears whole, once written)."""
@@ -562,10 +570,15 @@ async def run_phase(
     print(f"  idle window of {idle_window:.0f} s", flush=True)
     idle_timeouts = state.timeouts
     idle_txns_before = await _transactions(setup)
+    profile_idle = args.profile is not None and args.profile_window == "idle"
+    if profile_idle:
+        _signal_targets(setup, signal.SIGPROF)  # start the CPU profile
     idle_cpu_before = _cpu(setup.targets)
     idle_started = time.monotonic()
     await asyncio.sleep(idle_window)
     idle_cpu = sum(_cpu(setup.targets)) - sum(idle_cpu_before)
+    if profile_idle:
+        _signal_targets(setup, signal.SIGPROF)  # stop and write the CPU profile
     idle_txns = count_diff(idle_txns_before, await _transactions(setup))
     idle_s = time.monotonic() - idle_started
     idle_timeouts = state.timeouts - idle_timeouts
@@ -591,10 +604,9 @@ async def run_phase(
     if setup.sender not in procs:
         procs.append(setup.sender)
     usage_before = [servlet_usage(await _metrics(p)) for p in procs]
-    if args.profile is not None:
-        for target in setup.targets:
-            assert target.pid is not None
-            os.kill(target.pid, signal.SIGPROF)  # start the CPU profile
+    profile_wake = args.profile is not None and args.profile_window == "wake"
+    if profile_wake:
+        _signal_targets(setup, signal.SIGPROF)  # start the CPU profile
         await asyncio.sleep(1)
     pg_before = postgres_cpu(setup.db_name)
     cpu_before = _cpu(procs)
@@ -619,10 +631,8 @@ async def run_phase(
     pg_after = postgres_cpu(setup.db_name)
     window_s = time.monotonic() - window_started
     state.in_window = False
-    if args.profile is not None:
-        for target in setup.targets:
-            assert target.pid is not None
-            os.kill(target.pid, signal.SIGPROF)  # stop and write the CPU profile
+    if profile_wake:
+        _signal_targets(setup, signal.SIGPROF)  # stop and write the CPU profile
         await asyncio.sleep(3)
     usage_after = [servlet_usage(await _metrics(p)) for p in procs]
     answered = [d.answered for d in devices if d.answered is not None]
@@ -919,6 +929,13 @@ def main() -> None:
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--profile", type=Path, help="write tracemalloc/cProfile output here")
+    parser.add_argument(
+        "--profile-window",
+        choices=("wake", "idle"),
+        default="wake",
+        help="what the CPU profile covers: the wake (default) or the idle window "
+        "(timeouts and re-issues)",
+    )
     parser.add_argument(
         "--module-path",
         type=Path,
