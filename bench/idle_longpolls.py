@@ -48,7 +48,8 @@ wake).
 ``--profile DIR`` loads bench/profiling/sitecustomize.py into the serving processes:
 each writes a tracemalloc comparison (waiting vs before; the snapshots split by part
 with bench/profiling/memory_split.py) and a cProfile of the wake window
-(``--profile-window idle``: of the idle window, timeouts and re-issues) into DIR
+(``--profile-window idle``: of the idle window, timeouts and re-issues, without
+tracemalloc) into DIR
 (slower; not for the figures).
 """
 
@@ -511,7 +512,9 @@ async def run_phase(
     # 2. RSS before
     await asyncio.sleep(3)
     rss_before = _rss(setup)
-    await _profile_signal(setup, signal.SIGUSR1, args.profile is not None)  # snapshot "before"
+    # tracemalloc slows the process down too much for a profile of re-issues.
+    trace_memory = args.profile is not None and args.profile_window == "wake"
+    await _profile_signal(setup, signal.SIGUSR1, trace_memory)  # snapshot "before"
 
     # 3. open the long-polls in waves
     state = PhaseState(api, marker=uuid.uuid4().hex, timeout_ms=args.timeout, expected=n)
@@ -556,9 +559,9 @@ async def run_phase(
     await asyncio.sleep(3)
     rss_waiting = _rss(setup)
     waiting_check = await _listeners(setup)
-    await _profile_signal(setup, signal.SIGUSR2, args.profile is not None)  # snapshot "waiting"
+    await _profile_signal(setup, signal.SIGUSR2, trace_memory)  # snapshot "waiting"
     traced_kib = None
-    if args.profile is not None:
+    if trace_memory:
         traced_kib = 0.0
         for target in setup.targets:
             text = await _profile_report(args.profile / f"{target.pid}-memory.txt")

@@ -150,7 +150,10 @@ class SyncV3Handler:
                     try:
                         # Phase 5 (SPEC §6.2). Each wake of the user (by any of
                         # Synapse's streams) recomputes the requested streams that
-                        # moved; at the deadline, a last check.
+                        # moved. At the deadline nothing is recomputed: nothing woke
+                        # the user since the last computation (a wake that comes
+                        # between a computation and the next listen fires that
+                        # listen at once), so nothing this request asks for moved.
                         deadline = self._synapse.time_ms() + req.query.timeout_ms
                         token = checked.ctx.now
                         while True:
@@ -160,8 +163,10 @@ class SyncV3Handler:
                             with listening:
                                 woken = await listening
                             del listening
+                            if woken is None:
+                                break
                             results = await self._recompute_moved(checked, results)
-                            if woken is None or _has_data(results):
+                            if _has_data(results):
                                 break
                             token = woken
                         if not _has_data(results):
