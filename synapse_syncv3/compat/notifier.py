@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Listening", "NotifierMixin"]
 
-#: Waits end at most this late after their deadline (one timer for all of them).
-DEADLINE_TICK_MS = 50
+#: Waits end at most this much before their deadline (one timer for all of them).
+DEADLINE_TICK_MS = 20
 
 
 class Listening:

@@ -3,8 +3,10 @@
 Thousands of idle long-polls each wait until their ``timeout``. One timer per request
 (a ``DelayedCall`` with its closures, what Synapse's notifier sets up for every wait)
 costs memory and reactor work per request; here the deadlines are grouped in ticks of
-``tick_ms`` and one timer runs for the earliest tick that holds any. A request is late
-by at most one tick (50 ms by default), never early.
+``tick_ms`` and one timer runs for the earliest tick that holds any. A deadline is
+rounded down to its tick: a wait ends at most one tick (20 ms by default) before its
+deadline, never after it because of the grouping (SPEC §6.2: the server waits "for
+up to" ``timeout``).
 
 Pure: the clock and the timer are passed in (``now_ms`` and ``call_later``, which
 returns a handle with ``reset(seconds)`` and ``cancel()`` like Twisted's
@@ -52,7 +54,7 @@ class Deadlines(Generic[K]):
         now_ms: Callable[[], int],
         call_later: Callable[[float, Callable[[], None]], Any],
         on_due: Callable[[K], None],
-        tick_ms: int = 50,
+        tick_ms: int = 20,
     ) -> None:
         if tick_ms <= 0:
             raise ValueError("tick_ms must be positive")
@@ -72,7 +74,7 @@ class Deadlines(Generic[K]):
 
     def add(self, item: K, deadline_ms: int) -> int:
         """Register ``item`` for ``deadline_ms``; returns its tick (for :meth:`discard`)."""
-        tick = -(-deadline_ms // self._tick_ms)  # rounded up: never early
+        tick = deadline_ms // self._tick_ms  # rounded down: never late
         bucket = self._buckets.get(tick)
         if bucket is None:
             bucket = self._buckets[tick] = set()

@@ -1,4 +1,4 @@
-"""core/deadlines.py: waits end on one timer, never early, at most one tick late."""
+"""core/deadlines.py: waits end on one timer, never late, at most one tick early."""
 
 from __future__ import annotations
 
@@ -29,16 +29,23 @@ class Fixture:
         self.clock.advance(0)
 
 
-def test_due_at_the_tick_after_the_deadline_never_before() -> None:
-    f = Fixture()
+def test_due_at_the_tick_before_the_deadline_never_after() -> None:
+    f = Fixture(tick_ms=50)
     f.deadlines.add("a", 120)
-    f.advance_ms(119)
+    f.advance_ms(99)
     assert f.due == []
-    f.advance_ms(30)  # 149: the tick of 120 is 150
+    f.advance_ms(1)  # 100: the tick of 120
+    assert f.due == [("a", 100)]
+    assert len(f.deadlines) == 0
+
+
+def test_a_deadline_on_a_tick_is_due_exactly_then() -> None:
+    f = Fixture(tick_ms=20)
+    f.deadlines.add("a", 1000)
+    f.advance_ms(999)
     assert f.due == []
     f.advance_ms(1)
-    assert f.due == [("a", 150)]
-    assert len(f.deadlines) == 0
+    assert f.due == [("a", 1000)]
 
 
 def test_one_timer_for_many_items() -> None:
@@ -132,14 +139,17 @@ def test_stop_cancels_the_timer_and_add_restarts_it() -> None:
 )
 def test_every_item_ends_once_within_a_tick_of_its_deadline(tick: int, ops: list) -> None:
     """Random adds (some discarded) between random clock steps: every kept item is due
-    exactly once, by the first clock step past its deadline rounded up to the tick
-    (never earlier), discarded ones never."""
+    exactly once, by the first clock step that reaches its deadline rounded down to the
+    tick (so never after its deadline when the clock steps by 1 ms), and never more
+    than a tick before its deadline; discarded ones never."""
     f = Fixture(tick_ms=tick)
     deadlines: dict[str, int] = {}
+    added_at: dict[str, int] = {}
     discarded = set()
     step_ends = [0]
     for n, (offset, discard, step) in enumerate(ops):
         item = f"i{n}"
+        added_at[item] = f.now_ms()
         deadline = f.now_ms() + offset
         t = f.deadlines.add(item, deadline)
         deadlines[item] = deadline
@@ -155,7 +165,10 @@ def test_every_item_ends_once_within_a_tick_of_its_deadline(tick: int, ops: list
     assert len(ended) == len(set(ended))
     assert set(ended) == set(deadlines) - discarded
     for item, at in f.due:
-        rounded = -(-deadlines[item] // tick) * tick
-        # (A timer's float time may fall a hair past the millisecond: then one step on.)
-        assert rounded <= at <= min(end for end in step_ends if end >= rounded + 1)
-        assert deadlines[item] <= at
+        rounded = deadlines[item] // tick * tick
+        # Due at the first clock step that reaches the rounded deadline, or right
+        # after the add if that is already past (a timer's float time may fall a hair
+        # past the millisecond: then one step on).
+        bound = max(rounded, added_at[item] + 1)
+        assert rounded <= at <= min(end for end in step_ends if end >= bound + 1)
+        assert deadlines[item] - tick < at
