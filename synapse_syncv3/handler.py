@@ -165,7 +165,7 @@ class SyncV3Handler:
                             del listening
                             if woken is None:
                                 break
-                            results = await self._recompute_moved(checked, results)
+                            results = await self._recompute_moved(checked, results, woken)
                             if _has_data(results):
                                 break
                             token = woken
@@ -370,12 +370,13 @@ class SyncV3Handler:
         return listening
 
     async def _recompute_moved(
-        self, checked: _Checked, results: dict[str, StreamResult]
+        self, checked: _Checked, results: dict[str, StreamResult], woken: Any
     ) -> dict[str, StreamResult]:
         """After a wake: recompute the requested streams whose Synapse positions moved
-        since the last computation (the others keep their results)."""
+        since the last computation (the others keep their results), at the token of
+        the wake."""
         ctx = checked.ctx
-        now = self._synapse.current_token()
+        now = self._synapse.wake_token(ctx.now, woken)
         moved = [name for name in checked.requested if self._streams[name].moved(ctx, ctx.now, now)]
         if not moved:
             return results

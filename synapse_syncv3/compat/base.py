@@ -82,6 +82,15 @@ class SynapseBase:
         self._last_token = token
         return token
 
+    def wake_token(self, before: StreamToken, woken: StreamToken) -> StreamToken:
+        """The token a long-poll woken by the notifier computes at: the notifier's own
+        token of the wake (sampled once per notification and shared by every listener
+        it wakes, as v2 sync uses it) when it is not behind ``before`` in any stream,
+        else the current token."""
+        if before.is_before_or_eq(woken):
+            return woken
+        return self.current_token()
+
     async def sleep(self, seconds: float) -> None:
         """Sleep without blocking the reactor (``ModuleApi.sleep``, public since
         Synapse 1.49)."""

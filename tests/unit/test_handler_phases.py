@@ -128,6 +128,12 @@ class FakeSynapse:
     def current_token(self) -> dict[str, int]:
         return dict(self.positions)
 
+    def wake_token(self, before: dict[str, int], woken: dict[str, int]) -> dict[str, int]:
+        self.log.append(("wake_token",))
+        if all(woken.get(key, 0) >= value for key, value in before.items()):
+            return woken
+        return self.current_token()
+
     async def wait_for_stream_token(self, token: Any) -> bool:
         self.log.append(("wait_for_stream_token", token))
         return self.caught_up

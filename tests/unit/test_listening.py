@@ -4,13 +4,16 @@ one is exercised by tests/integration/test_longpoll.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from synapse.logging.context import SENTINEL_CONTEXT, LoggingContext, current_context
+from synapse.types import StreamKeyType, StreamToken
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
+from synapse_syncv3.compat.base import SynapseBase
 from synapse_syncv3.compat.notifier import Listening, _time_out
 from synapse_syncv3.core.deadlines import Deadlines
 
@@ -123,3 +126,18 @@ def test_a_failure_of_the_listener_is_raised_at_the_await() -> None:
     with pytest.raises(ValueError, match="boom"):
         result.result.raiseException()
     result.addErrback(lambda _: None)
+
+
+def test_a_wake_computes_at_the_notifiers_token_unless_it_is_behind() -> None:
+    base: Any = SynapseBase.__new__(SynapseBase)
+    current = StreamToken.START.copy_and_advance(StreamKeyType.TO_DEVICE, 9)
+    base._event_sources = SimpleNamespace(get_current_token=lambda: current)
+    base._last_token = None
+    before = StreamToken.START.copy_and_advance(StreamKeyType.TO_DEVICE, 5)
+    ahead = before.copy_and_advance(StreamKeyType.TYPING, 3)
+    assert base.wake_token(before, ahead) is ahead  # no sampling of the current token
+    assert base.wake_token(before, before) is before
+    # A stream token older than what the request computed at (in to_device): the
+    # current token instead, never a position that goes back.
+    behind = StreamToken.START.copy_and_advance(StreamKeyType.TYPING, 3)
+    assert base.wake_token(before, behind) == current
