@@ -516,33 +516,58 @@ async def run_phase(
     trace_memory = args.profile is not None and args.profile_window == "wake"
     await _profile_signal(setup, signal.SIGUSR1, trace_memory)  # snapshot "before"
 
-    # 3. open the long-polls in waves
+    # 3. open the long-polls: evenly over one timeout period (so that their deadlines,
+    # and the re-issues after them, are spread evenly, as independent clients' are),
+    # or in waves of --wave (each wave once the previous one waits)
     state = PhaseState(api, marker=uuid.uuid4().hex, timeout_ms=args.timeout, expected=n)
     tasks: list[asyncio.Task[None]] = []
     ramp_started = time.monotonic()
-    wave = args.wave
     last_print = 0.0
     waiting = 0.0
-    for start in range(0, n, wave):
-        for dev in devices[start : start + wave]:
-            tasks.append(asyncio.create_task(long_poll(api, dev, state)))
-        while True:
-            await asyncio.sleep(0.5)
+
+    async def progress() -> None:
+        nonlocal last_print, waiting
+        if time.monotonic() - last_print > 5:
             waiting = await _listeners(setup)
-            if time.monotonic() - last_print > 5:
-                print(
-                    f"  long-polls: {len(tasks)}/{n} issued, {waiting:.0f} waiting, "
-                    f"{state.timeouts} timed out and issued again, {len(state.errors)} errors"
-                    f" ({time.monotonic() - ramp_started:.0f} s)",
-                    flush=True,
-                )
-                last_print = time.monotonic()
-            if waiting >= len(tasks) - max(20, wave // 10) or state.errors:
-                break
+            print(
+                f"  long-polls: {len(tasks)}/{n} issued, {waiting:.0f} waiting, "
+                f"{state.timeouts} timed out and issued again, {len(state.errors)} errors"
+                f" ({time.monotonic() - ramp_started:.0f} s)",
+                flush=True,
+            )
+            last_print = time.monotonic()
+
+    if args.ramp == "even":
+        step = max(1, n // 1000)
+        interval = args.timeout / 1000 * step / n
+        for k, start in enumerate(range(0, n, step)):
+            delay = ramp_started + k * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for dev in devices[start : start + step]:
+                tasks.append(asyncio.create_task(long_poll(api, dev, state)))
+            await progress()
             deadline.check("opening long-polls")
-        if len(state.errors) > 20:
-            break
-    while waiting < n and not len(state.errors) > 20:
+            if len(state.errors) > 20:
+                break
+    else:
+        wave = args.wave
+        for start in range(0, n, wave):
+            for dev in devices[start : start + wave]:
+                tasks.append(asyncio.create_task(long_poll(api, dev, state)))
+            while True:
+                await asyncio.sleep(0.5)
+                await progress()
+                waiting = await _listeners(setup)
+                if waiting >= len(tasks) - max(20, wave // 10) or state.errors:
+                    break
+                deadline.check("opening long-polls")
+            if len(state.errors) > 20:
+                break
+    # With re-issues going on, a few long-polls are always between two requests.
+    tolerance = max(5, n // 1000) if args.ramp == "even" else 0
+    waiting = await _listeners(setup)
+    while waiting < n - tolerance and not len(state.errors) > 20:
         await asyncio.sleep(0.5)
         waiting = await _listeners(setup)
         deadline.check("opening long-polls")
@@ -914,7 +939,15 @@ def main() -> None:
     parser.add_argument("--order", default="v3,v2", help="APIs in turn (default v3,v2)")
     parser.add_argument("--timeout", type=int, default=TIMEOUT_MS, help="long-poll timeout (ms)")
     parser.add_argument("--batch", type=int, default=100, help="recipients per send request")
-    parser.add_argument("--wave", type=int, default=500, help="long-polls opened per wave")
+    parser.add_argument(
+        "--ramp",
+        choices=("even", "waves"),
+        default="even",
+        help="open the long-polls evenly over one timeout period (default) or in waves",
+    )
+    parser.add_argument(
+        "--wave", type=int, default=500, help="long-polls opened per wave (--ramp waves)"
+    )
     parser.add_argument(
         "--idle-window",
         type=float,
@@ -997,6 +1030,7 @@ def main() -> None:
         ),
         "n": n,
         "timeout_ms": args.timeout,
+        "ramp": args.ramp,
         "synapse": synapse_version(),
         "module": (module_version() if args.module_path is None else f"from {args.module_path}"),
         "command": " ".join(["bench/run", "idle_longpolls.py", *sys.argv[1:]]),
