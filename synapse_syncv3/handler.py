@@ -380,7 +380,7 @@ class SyncV3Handler:
         moved = [name for name in checked.requested if self._streams[name].moved(ctx, ctx.now, now)]
         if not moved:
             return results
-        # No await since `now` was sampled: it is the token of this wake.
+        # No await since `now` was chosen: it is the token of this wake.
         return await self._compute(checked, moved, results, now=now)
 
     # -- replies -------------------------------------------------------------------------

@@ -62,7 +62,7 @@ class Deadlines(Generic[K]):
         self._call_later = call_later
         self._on_due = on_due
         self._tick_ms = tick_ms
-        #: tick -> items due at it (a tick is a deadline rounded up to tick_ms).
+        #: tick -> items due at it (a tick is a deadline rounded down to tick_ms).
         self._buckets: dict[int, set[K]] = {}
         #: Heap of the ticks in _buckets.
         self._ticks: list[int] = []
