@@ -89,6 +89,7 @@ from bench.common import (
     usage_diff,
 )
 from harness import REPO_ROOT, Homeserver, WorkerDeployment
+from harness.homeserver import deep_merge
 
 SYNC = "/_matrix/client/v3/sync"
 TIMEOUT_MS = 30000  # --timeout
@@ -294,8 +295,22 @@ class Setup:
         raise NotImplementedError
 
 
+#: Synapse's caches that every authenticated request reads (api/auth/internal.py): the
+#: token, the account's lock, the token's "used" mark. Each holds 1,000 entries times
+#: the cache factor (0.5 unless configured).
+AUTH_CACHES = ("get_user_by_access_token", "get_user_locked_status", "mark_access_token_as_used")
+
+
+def auth_cache_config(entries: int) -> dict[str, Any]:
+    """homeserver.yaml settings whose auth caches hold ``entries`` devices."""
+    factor = max(0.5, entries / 1000)
+    return {"caches": {"per_cache_factors": {name: factor for name in AUTH_CACHES}}}
+
+
 class SingleSetup(Setup):
-    def __init__(self, db: str, n: int, reseed: bool, env: dict[str, str]) -> None:
+    def __init__(
+        self, db: str, n: int, reseed: bool, env: dict[str, str], config: dict[str, Any]
+    ) -> None:
         def seed(hs: Homeserver) -> dict[str, Any]:
             return asyncio.run(seed_users(hs, n))
 
@@ -309,6 +324,7 @@ class SingleSetup(Setup):
         )
         hs = self.server.hs
         hs.env.update(env)  # from the next start on (every phase starts it afresh)
+        hs.extra_config = deep_merge(hs.extra_config, config)
         self.name = db
         self.targets = [hs]
         self.sender = hs
@@ -324,10 +340,14 @@ class SingleSetup(Setup):
 
 
 class WorkersSetup(Setup):
-    def __init__(self, n: int, env: dict[str, str]) -> None:
+    def __init__(self, n: int, env: dict[str, str], config: dict[str, Any]) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="syncv3-bench-idle-"))
         self.deployment = WorkerDeployment.create(
-            self.workdir, module_config=MODULE_CONFIG, presence=False, env=env
+            self.workdir,
+            module_config=MODULE_CONFIG,
+            presence=False,
+            env=env,
+            extra_config=config,
         )
         try:
             self.deployment.start(timeout=120)
@@ -969,6 +989,14 @@ def main() -> None:
         "0.5): 20 holds the access tokens of 10,000 users; with the default, every "
         "re-issue looks its token up in the database",
     )
+    parser.add_argument(
+        "--auth-caches",
+        type=int,
+        metavar="ENTRIES",
+        help="size Synapse's caches of the access-token checks for this many devices "
+        "(caches.per_cache_factors; with Synapse's defaults they hold 500, and every "
+        "re-issue of more devices looks its token up in the database); both APIs alike",
+    )
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--time-limit", type=float, default=3600)
     parser.add_argument("--profile", type=Path, help="write tracemalloc/cProfile output here")
@@ -1019,8 +1047,13 @@ def main() -> None:
     if len(path) > 1:
         env["PYTHONPATH"] = os.pathsep.join(path)
     deadline = Deadline(args.time_limit)
+    config: dict[str, Any] = {}
+    if args.auth_caches:
+        config = auth_cache_config(args.auth_caches)
     setup: Setup = (
-        WorkersSetup(n, env) if args.workers else SingleSetup(args.db, n, args.reseed, env)
+        WorkersSetup(n, env, config)
+        if args.workers
+        else SingleSetup(args.db, n, args.reseed, env, config)
     )
     phases: dict[str, Any] = {}
     try:
@@ -1041,6 +1074,7 @@ def main() -> None:
         "timeout_ms": args.timeout,
         "ramp": args.ramp,
         "cache_factor": args.cache_factor,
+        "auth_caches": args.auth_caches,
         "synapse": synapse_version(),
         "module": (module_version() if args.module_path is None else f"from {args.module_path}"),
         "command": " ".join(["bench/run", "idle_longpolls.py", *sys.argv[1:]]),

@@ -131,6 +131,8 @@ class SyncV3Module:
             self._api.run_as_background_process("syncv3_sweep_sessions", self._sweep)
 
     async def _wait_until_ready(self) -> None:
+        if self._ready_state == "ok":
+            return  # every request once ready: no Deferred to observe
         await make_deferred_yieldable(self._ready.observe())
         if self._ready_state == "failed":
             self._ready = self._start_preparing()

@@ -216,7 +216,7 @@ class SessionManager:
         raw = since.positions.get(TO_DEVICE)
         if wants and TO_DEVICE in old and raw is not None:
             # Never confirm beyond what this server has issued.
-            current = self._synapse.to_device_key(self._synapse.current_token())
+            current = self._synapse.current_to_device_key()
             confirm = min(int(raw), current)
 
         stored = loaded.to_device_confirmed
@@ -330,7 +330,7 @@ class SessionManager:
         Synapse's own routine, then mark it done."""
         if up_to is None:
             return
-        if up_to > self._synapse.to_device_key(self._synapse.current_token()):
+        if up_to > self._synapse.current_to_device_key():
             # Decided on a worker that is ahead of this one. Synapse's routine skips
             # the deletion when this worker has seen no new message for the user
             # since its last deletion, so catch up first (SPEC §13.3's limit).

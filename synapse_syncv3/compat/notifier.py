@@ -172,5 +172,12 @@ class NotifierMixin(SynapseBase):
 
     async def wait_for_stream_token(self, token: StreamToken) -> bool:
         """Wait (up to Synapse's limit, 10 s) until this worker has caught up with
-        ``token``; False if it did not (SPEC §13.3)."""
+        ``token``; False if it did not (SPEC §13.3).
+
+        A token not after the last one :meth:`current_token` sampled (a since
+        position bound against that sample) is reached already: positions only grow,
+        so no new sample (~0.2 ms) is taken for it."""
+        last = self._last_token
+        if last is not None and token.is_before_or_eq(last):
+            return True
         return bool(await self._notifier.wait_for_stream_token(token))

@@ -47,6 +47,11 @@ class PositionsMixin(SynapseBase):
     def to_device_key(token: StreamToken) -> int:
         return int(token.to_device_key)
 
+    def current_to_device_key(self) -> int:
+        """This worker's to-device position: what ``current_token().to_device_key``
+        is, without building the whole token (~0.2 ms, a dozen streams)."""
+        return int(self._store.get_to_device_stream_token())
+
     def current_typing_key(self) -> int:
         return int(self._event_sources.sources.typing.get_current_key())
 
@@ -119,6 +124,15 @@ class PositionsMixin(SynapseBase):
         id_gen = self._store.get_to_device_id_generator()
         position = await _bounded(position, int(token.to_device_key), id_gen)
         return token.copy_and_replace(StreamKeyType.TO_DEVICE, position)
+
+    async def bound_to_device_key(self, position: int) -> tuple[int, StreamToken | None]:
+        """``position`` bounded as :meth:`bound_to_device_position` does, and the token
+        to wait for replication with: None when this worker has reached ``position``
+        (the usual case, which then samples no token)."""
+        if position <= self.current_to_device_key():
+            return position, None
+        token = await self.bound_to_device_position(position)
+        return self.to_device_key(token), token
 
     async def bound_room_position(self, position: int) -> StreamToken:
         """The current token with the room position replaced by ``position``, clamped

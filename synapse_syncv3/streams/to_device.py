@@ -50,8 +50,8 @@ class ToDeviceStream(StreamDefaults):
         return bool(INT_POSITION_RE.fullmatch(raw))
 
     async def load_position(self, ctx: StreamContext, raw: str) -> LoadedPosition:
-        bounded = await ctx.synapse.bound_to_device_position(int(raw))
-        return LoadedPosition(value=ctx.synapse.to_device_key(bounded), wait_for=bounded)
+        value, wait_for = await ctx.synapse.bound_to_device_key(int(raw))
+        return LoadedPosition(value=value, wait_for=wait_for)
 
     def moved(self, ctx: StreamContext, before: Any, after: Any) -> bool:
         return ctx.synapse.to_device_key(before) != ctx.synapse.to_device_key(after)

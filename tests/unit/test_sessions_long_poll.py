@@ -76,6 +76,9 @@ class FakeSynapse:
     def to_device_key(self, token: int) -> int:
         return token
 
+    def current_to_device_key(self) -> int:
+        return self.position
+
 
 def manager(clock: list[int]) -> tuple[SessionManager, FakeStore, FakeSynapse]:
     store, synapse = FakeStore(), FakeSynapse()

@@ -209,18 +209,22 @@ def test_typing_nothing_moved_asks_nothing(position: int) -> None:
 
 
 class FakeToDevice(Fake):
-    def __init__(self, inbox: dict[int, str], current: int) -> None:
+    def __init__(self, inbox: dict[int, str], current: int, allocated: int | None = None) -> None:
         super().__init__()
         self.inbox = inbox  # stream id -> message type
         self.current = current
+        self.allocated = current if allocated is None else allocated
 
     @staticmethod
     def to_device_key(token: Token) -> int:
         return token.to_device
 
-    async def bound_to_device_position(self, position: int) -> Token:
-        self.calls.append(("bound_to_device_position", position))
-        return Token(to_device=min(position, self.current), room=99)
+    async def bound_to_device_key(self, position: int) -> tuple[int, Token | None]:
+        self.calls.append(("bound_to_device_key", position))
+        if position <= self.current:
+            return position, None
+        bounded = min(position, self.allocated)
+        return bounded, Token(to_device=bounded, room=99)
 
     async def to_device_messages(
         self, user_id: str, device_id: str, from_key: int, to_key: int, limit: int
@@ -239,12 +243,15 @@ def types(events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_to_device_load_position() -> None:
-    fake = FakeToDevice({}, current=20)
+    fake = FakeToDevice({}, current=20, allocated=25)
     ctx = context(fake, Token(to_device=20))
     loaded = run(TO_DEVICE.load_position(ctx, "30"))
-    # Bound to what the server issued; waits for the bounded token.
-    assert loaded == LoadedPosition(20, wait_for=Token(to_device=20, room=99))
-    assert fake.called("bound_to_device_position") == [(30,)]
+    # Ahead of this worker: bound to what the server allocated, and wait for it.
+    assert loaded == LoadedPosition(25, wait_for=Token(to_device=25, room=99))
+    assert fake.called("bound_to_device_key") == [(30,)]
+    # Reached (the usual case): kept, and nothing to wait for.
+    assert run(TO_DEVICE.load_position(ctx, "20")) == LoadedPosition(20, wait_for=None)
+    assert run(TO_DEVICE.load_position(ctx, "3")) == LoadedPosition(3, wait_for=None)
     assert TO_DEVICE.moved(ctx, Token(to_device=1), Token(to_device=2))
     assert not TO_DEVICE.moved(ctx, Token(to_device=1), Token(to_device=1, typing=5))
 
