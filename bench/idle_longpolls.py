@@ -1014,9 +1014,10 @@ def main() -> None:
         "--auth-caches",
         type=int,
         metavar="ENTRIES",
-        help="size Synapse's caches of the access-token checks for this many devices "
-        "(caches.per_cache_factors; with Synapse's defaults they hold 500, and every "
-        "re-issue of more devices looks its token up in the database); both APIs alike",
+        help="size Synapse's caches that every sync request reads (access token, lock, "
+        "'used' mark, presence rate limit) for this many devices (caches.per_cache_factors; "
+        "with Synapse's defaults they hold 500, and every re-issue of more devices looks "
+        "its token up in the database); both APIs alike",
     )
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--time-limit", type=float, default=3600)

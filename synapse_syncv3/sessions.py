@@ -330,15 +330,14 @@ class SessionManager:
         Synapse's own routine, then mark it done."""
         if up_to is None:
             return
-        if up_to > self._synapse.current_to_device_key():
-            # Decided on a worker that is ahead of this one. Synapse's routine skips
-            # the deletion when this worker has seen no new message for the user
-            # since its last deletion, so catch up first (SPEC §13.3's limit).
-            token = await self._synapse.bound_to_device_position(up_to)
-            if not await self._synapse.wait_for_stream_token(token):
-                logger.warning(
-                    "Replication did not reach to-device position %d; deleting anyway", up_to
-                )
+        # Decided on a worker that is ahead of this one (a token to wait for): Synapse's
+        # routine skips the deletion when this worker has seen no new message for the
+        # user since its last deletion, so catch up first (SPEC §13.3's limit).
+        _, ahead = await self._synapse.bound_to_device_key(up_to)
+        if ahead is not None and not await self._synapse.wait_for_stream_token(ahead):
+            logger.warning(
+                "Replication did not reach to-device position %d; deleting anyway", up_to
+            )
         deleted = await self._synapse.delete_to_device_messages(user_id, device_id, up_to)
         if deleted:
             metrics.TO_DEVICE_DELETED.inc(deleted)
