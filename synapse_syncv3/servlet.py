@@ -27,6 +27,7 @@ from synapse_syncv3.compat import (
     client_sync_patterns,
 )
 from synapse_syncv3.config import SyncV3Config
+from synapse_syncv3.core.encoding import INLINE_JSON_CHARS, json_within
 from synapse_syncv3.core.request import parse_body, parse_query
 from synapse_syncv3.core.request import query_args as parse_query_args
 from synapse_syncv3.core.tokens import TokenCodec
@@ -71,7 +72,9 @@ class SyncV3Endpoint:
         #: Tests only (SYNCV3_FAULT_INJECTION): honour the fault injection header.
         self._faults_enabled = faults_enabled
 
-    async def on_post(self, request: Any) -> tuple[int, JsonDict]:
+    async def on_post(self, request: Any) -> tuple[int, JsonDict] | None:
+        """Returns what Synapse's resource is to send, or None once the response
+        has been sent here (a small one, encoded on the reactor thread)."""
         args = query_args(request)
         kind = "incremental" if b"since" in args else "initial"
         code = 500
@@ -81,6 +84,9 @@ class SyncV3Endpoint:
             kind = req.kind
             response = await self._handler.handle(req)
             code = 200
+            if json_within(response, INLINE_JSON_CHARS):
+                self._synapse.respond_json_inline(request, response)
+                return None
             return 200, response
         except Exception as e:
             if isinstance(e, CancelledError) or self._synapse.is_disconnected(request):
@@ -175,7 +181,7 @@ class SyncV3ClientServlet(RestServlet):
         self._endpoint = endpoint
 
     @cancellable
-    def on_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict]]:
+    def on_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict] | None]:
         # Not a coroutine itself: a waiting request holds one frame less.
         return self._endpoint.on_post(request)
 
@@ -188,6 +194,6 @@ class SyncV3Resource(DirectServeJsonResource):
         self._endpoint = endpoint
 
     @cancellable
-    def _async_render_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict]]:
+    def _async_render_POST(self, request: Any) -> Awaitable[tuple[int, JsonDict] | None]:
         # Not a coroutine itself: a waiting request holds one frame less.
         return self._endpoint.on_post(request)

@@ -3,7 +3,8 @@ a request does besides computing streams (requester identity, disconnection, the
 "user is syncing" presence mark and server notices).
 
 Synapse area: ``synapse.rest`` (``SERVLET_GROUPS``, ``client_patterns``),
-``synapse.http`` (``RestServlet``, ``SynapseRequest``), ``synapse.api`` (errors,
+``synapse.http`` (``RestServlet``, ``SynapseRequest``, ``respond_with_json_bytes``),
+``synapse.util.json`` (``json_encoder``), ``synapse.api`` (errors,
 ``Ratelimiter``), ``Requester``, ``PresenceHandler.user_syncing`` and
 ``ServerNoticesSender``.
 
@@ -14,9 +15,12 @@ Versions (the branch each line serves):
 * ``synapse.rest.SERVLET_GROUPS`` exists since 1.114 (so over the whole supported
   range); it is looked up when the module starts, and without it the client path is
   not injected and a warning is logged (SPEC §1.3).
-* ``Ratelimiter(store, clock, cfg)``, ``PresenceHandler.user_syncing`` and
-  ``ServerNoticesSender.on_user_syncing`` are unchanged over the supported range
-  (1.152.0 to the newest release).
+* ``Ratelimiter(store, clock, cfg)``, ``PresenceHandler.user_syncing``,
+  ``ServerNoticesSender.on_user_syncing``, ``respond_with_json_bytes(request, code,
+  json_bytes, send_cors)`` and ``synapse.util.json.json_encoder`` (the encoder of
+  ``respond_with_json`` for resources that are not canonical-JSON ones, as the client
+  API resource and ``DirectServeJsonResource`` are by default) are unchanged over the
+  supported range (1.152.0 to the newest release).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ import synapse
 import synapse.rest
 from synapse.api.errors import SynapseError
 from synapse.api.ratelimiting import Ratelimiter
+from synapse.http.server import respond_with_json_bytes
 from synapse.http.servlet import RestServlet
 from synapse.rest.client._base import client_patterns
 from synapse.util.cancellation import cancellable
+from synapse.util.json import json_encoder
 
 from synapse_syncv3.compat.base import SynapseBase
 
@@ -123,6 +129,17 @@ class HttpGlueMixin(SynapseBase):
     def is_disconnected(request: Any) -> bool:
         """Whether the client of a SynapseRequest has gone away (False for None)."""
         return bool(getattr(request, "_disconnected", False))
+
+    @staticmethod
+    def respond_json_inline(request: Any, body: Any) -> None:
+        """Send ``200`` with ``body``, encoded here on the reactor thread rather than
+        in Synapse's thread pool: the same encoder and headers (Content-Type,
+        Cache-Control, CORS) as Synapse's own ``respond_with_json`` for the client
+        API, for responses small enough that the thread would cost more than the
+        encoding (:mod:`synapse_syncv3.core.encoding`)."""
+        respond_with_json_bytes(
+            request, 200, json_encoder.encode(body).encode("utf-8"), send_cors=True
+        )
 
     async def presence_context(
         self, requester: Any, set_presence: str

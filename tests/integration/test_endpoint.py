@@ -110,3 +110,34 @@ def test_refreshed_access_token_keeps_the_sessions(server: Server) -> None:  # i
     refreshed = MatrixUser(server.base_url, device.account.with_token(access_token))
     body = V3(refreshed).ok({}, since=since)
     assert body["next"] == since
+
+
+def test_small_and_large_responses_carry_synapse_s_headers(server: Server) -> None:
+    """A small response is encoded on the reactor thread (it has a Content-Length), a
+    large one in Synapse's thread pool (chunked); both carry the headers of Synapse's
+    own JSON responses, v2 sync's being the oracle."""
+    alice, bob = server.user(), server.user()
+    v2_headers = bob.client.request(
+        "GET", "/_matrix/client/v3/sync", query={"timeout": "0"}
+    ).headers
+    expected = {
+        name: v2_headers[name]
+        for name in v2_headers
+        if name.startswith("access-control-") or name in ("content-type", "cache-control")
+    }
+    assert expected["content-type"] == "application/json"
+    assert "access-control-allow-origin" in expected
+
+    for path in ("/_matrix/client/v3/sync", MODULE_PATH):
+        small = bob.sync_v3({}, path=path)
+        assert small.status == 200 and list(small.json()) == ["next"]
+        assert {name: small.headers.get(name) for name in expected} == expected, path
+        assert small.headers.get("content-length") == str(len(small.body)), path
+
+    for n in range(3):
+        alice.send_to_device("m.test", {bob.user_id: {bob.device_id: {"n": n, "pad": "x" * 8000}}})
+    for path in ("/_matrix/client/v3/sync", MODULE_PATH):
+        large = bob.sync_v3({"to_device": {}}, path=path)
+        assert large.status == 200 and len(large.json()["to_device"]["events"]) == 3
+        assert {name: large.headers.get(name) for name in expected} == expected, path
+        assert "content-length" not in large.headers, path
