@@ -70,7 +70,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | printable,
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(printable, children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(printable, children, max_size=6)
+    ),
     max_leaves=40,
 )
 
