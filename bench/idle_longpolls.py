@@ -677,6 +677,7 @@ async def run_phase(
     if profile_wake:
         _signal_targets(setup, signal.SIGPROF)  # start the CPU profile
         await asyncio.sleep(1)
+    wake_txns_before = await _transactions(setup)
     pg_before = postgres_cpu(setup.db_name)
     cpu_before = _cpu(procs)
     state.in_window = True
@@ -704,6 +705,7 @@ async def run_phase(
         _signal_targets(setup, signal.SIGPROF)  # stop and write the CPU profile
         await asyncio.sleep(3)
     usage_after = [servlet_usage(await _metrics(p)) for p in procs]
+    wake_txns = count_diff(wake_txns_before, await _transactions(setup))
     answered = [d.answered for d in devices if d.answered is not None]
     wake_all_s = (max(answered) - sent_at) if answered else float("nan")
     latencies = sorted((t - sent_at) * 1000 for t in answered)
@@ -757,6 +759,7 @@ async def run_phase(
         "idle_cpu_s": round(idle_cpu, 3),
         "idle_timeouts": idle_timeouts,
         "idle_transactions": idle_txns,
+        "wake_transactions": wake_txns,
         "send_s": round(send_s, 2),
         "send_requests": send_requests,
         "send_cpu_s": round(send_cpu, 3),
@@ -883,6 +886,17 @@ def report(result: dict[str, Any]) -> str:
             top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
             lines.append(
                 f"{api}: database transactions per timeout + re-issue "
+                f"{sum(per.values()):.2f} (" + ", ".join(f"{d} {n:.2f}" for d, n in top) + ")"
+            )
+    for api, phase in phases.items():
+        txns = phase.get("wake_transactions")
+        if txns:
+            # Transactions of the serving processes in the wake window, per long-poll
+            # woken (sends through a serving process and timeouts in the window included).
+            per = {d: n / phase["n"] for d, n in txns.items()}
+            top = sorted(per.items(), key=lambda kv: -kv[1])[:8]
+            lines.append(
+                f"{api}: database transactions per wake (window, all of it) "
                 f"{sum(per.values()):.2f} (" + ", ".join(f"{d} {n:.2f}" for d, n in top) + ")"
             )
     for api, phase in phases.items():

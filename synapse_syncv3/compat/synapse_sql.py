@@ -1,13 +1,13 @@
 """Every SQL statement the module runs against Synapse's own tables.
 
 Synapse area: its main database schema (``room_memberships``, ``events``,
-``rejections``, ``devices``), read only. The area files of this package call these
+``rejections``, ``devices``, ``device_inbox``), read only. The area files of this package call these
 functions instead of writing SQL; the module's own tables (``syncv3_*``) are
 ``store.py``'s business.
 
 Versions: the columns read here are unchanged over the supported range (1.152.0 to the
 newest release). ``make_in_list_sql_clause`` and ``batch_iter`` are unchanged over the
-range too.
+range too; so is ``db_to_json`` (``synapse.storage._base``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from synapse.storage._base import db_to_json
 from synapse.storage.database import make_in_list_sql_clause
 from synapse.storage.engines import PostgresEngine
 from synapse.util.iterutils import batch_iter
@@ -22,6 +23,7 @@ from synapse.util.iterutils import batch_iter
 __all__ = [
     "DEVICE_EXISTS_SQL",
     "INBOX_HAS_MESSAGES_SQL",
+    "device_messages_txn",
     "ever_joined",
     "member_event_ids_between",
     "membership_rows",
@@ -39,6 +41,28 @@ DEVICE_EXISTS_SQL = (
 INBOX_HAS_MESSAGES_SQL = (
     "SELECT 1 FROM device_inbox WHERE user_id = ? AND device_id = ? AND stream_id <= ? LIMIT 1"
 )
+
+
+def device_messages_txn(
+    txn: Any, user_id: str, device_id: str, from_key: int, to_key: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """In a transaction: the device's to-device messages with from_key < id <= to_key,
+    oldest first, at most ``limit``, and the position to continue from (the last id
+    returned if the limit cut, else ``to_key``): the statement and the answer of
+    Synapse's own ``DeviceInboxWorkerStore.get_messages_for_device`` (unchanged over
+    the supported range), for reading many devices in one transaction."""
+    txn.execute(
+        "SELECT stream_id, message_json FROM device_inbox"
+        " WHERE user_id = ? AND device_id = ? AND ? < stream_id AND stream_id <= ?"
+        " ORDER BY stream_id ASC LIMIT ?",
+        (user_id, device_id, from_key, to_key, limit),
+    )
+    rows = txn.fetchall()
+    messages = [db_to_json(row[1]) for row in rows]
+    if rows and len(rows) == limit:
+        return messages, int(rows[-1][0])
+    return messages, to_key
+
 
 #: Row of :func:`membership_rows`: (event_id, user_id, membership, display_name).
 MembershipRow = tuple[str, str, str, str | None]

@@ -218,6 +218,14 @@ def with_position(token: str, stream: str, position: str) -> str:
     return codec.encode(SinceToken(decoded.session_id, decoded.version, positions))
 
 
+def until(check: Callable[[], bool], what: str, limit: float = 10) -> None:
+    """Wait until ``check()`` holds; fail with ``what`` after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     started = time.monotonic()
     result = fn()

@@ -9,7 +9,16 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from harness import MatrixUser
-from tests.integration.helpers import V3, V3_PATH, Server, after, retype, shared_room, timed
+from tests.integration.helpers import (
+    V3,
+    V3_PATH,
+    Server,
+    after,
+    retype,
+    shared_room,
+    timed,
+    until,
+)
 
 
 def test_new_session_never_waits(server: Server) -> None:  # item 37
@@ -151,13 +160,6 @@ def _open_long_poll(server: Server, user: MatrixUser, since: str, timeout_ms: in
     return sock
 
 
-def _until(check: Callable[[], bool], what: str, limit: float = 10) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_waits_leave_no_listener_behind(server: Server) -> None:
     """The module's own wait holds one listener in Synapse's notifier per waiting
     request: a wait that is woken, times out or is cancelled by the client takes it
@@ -172,7 +174,7 @@ def test_waits_leave_no_listener_behind(server: Server) -> None:
     def waiting() -> float:
         return server.metric("synapse_syncv3_waiting_requests")
 
-    _until(lambda: waiting() == 0, "other requests still waiting")
+    until(lambda: waiting() == 0, "other requests still waiting")
     baseline = listeners()
     with ThreadPoolExecutor(2) as pool:
         answer = pool.submit(lambda: woken.ok({}, since=since[woken], timeout=20000))
@@ -180,16 +182,16 @@ def test_waits_leave_no_listener_behind(server: Server) -> None:
             lambda: timed(lambda: timing_out.ok({}, since=since[timing_out], timeout=1500))
         )
         sock = _open_long_poll(server, user, since[gone], 20000)
-        _until(lambda: waiting() == 3, "the three long-polls never waited together")
+        until(lambda: waiting() == 3, "the three long-polls never waited together")
         assert listeners() == baseline + 3
         sock.close()
-        _until(lambda: waiting() == 2, "the closed long-poll kept waiting")
+        until(lambda: waiting() == 2, "the closed long-poll kept waiting")
         assert listeners() == baseline + 2
         body, elapsed = timed_out.result(timeout=10)
         assert body == {"next": since[timing_out]} and 1.4 <= elapsed < 3, elapsed
-        _until(lambda: waiting() == 1, "the timed-out long-poll kept waiting")
+        until(lambda: waiting() == 1, "the timed-out long-poll kept waiting")
         assert listeners() == baseline + 1
         user.send_to_device("m.test", {user.user_id: {user.device_id: {"n": 1}}})
         events = answer.result(timeout=10)["to_device"]["events"]
         assert [event["content"] for event in events] == [{"n": 1}]
-    _until(lambda: listeners() == baseline, "a listener was left in the notifier")
+    until(lambda: listeners() == baseline, "a listener was left in the notifier")

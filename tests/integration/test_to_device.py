@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from harness import MatrixUser
-from tests.integration.helpers import V3, Server, after
+from tests.integration.helpers import V3, Server, after, until
 
 
 def send(sender: MatrixUser, to: MatrixUser, **content: Any) -> None:
@@ -223,3 +224,44 @@ def test_restart_between_delivery_and_confirmation(own_server: Callable[..., Ser
     confirmed = v3.ok({}, since=delivered["next"])
     assert "to_device" not in confirmed
     assert inbox(server, bob) == 0
+
+
+def test_one_send_wakes_many_long_polls_with_one_inbox_read(server: Server) -> None:
+    """A sendToDevice to several devices wakes their long-polls together; the module
+    reads their inboxes in one transaction (a batch), and each gets exactly what
+    Synapse's own v2 sync gives the device."""
+    sender = server.user()
+    users = [server.user() for _ in range(6)]
+    clients = [V3(user) for user in users]
+    since = [client.ok({"to_device": {}})["next"] for client in clients]
+
+    def waiting() -> float:
+        return server.metric("synapse_syncv3_waiting_requests")
+
+    def reads() -> float:
+        # Named with "_total" by the newer prometheus_client releases.
+        return sum(
+            server.metric(name, 0, desc="syncv3_read_to_device")
+            for name in (
+                "synapse_storage_transaction_time_count",
+                "synapse_storage_transaction_time_count_total",
+            )
+        )
+
+    until(lambda: waiting() == 0, "other requests still waiting")
+    with ThreadPoolExecutor(len(users)) as pool:
+        answers = [
+            pool.submit(client.ok, {}, since=token, timeout=20000)
+            for client, token in zip(clients, since, strict=True)
+        ]
+        until(lambda: waiting() == len(users), "the long-polls never waited together")
+        before = reads()
+        sender.send_to_device(
+            "m.test", {user.user_id: {user.device_id: {"for": user.user_id}} for user in users}
+        )
+        bodies = [answer.result(timeout=15) for answer in answers]
+    for user, body in zip(users, bodies, strict=True):
+        assert contents(body) == [{"for": user.user_id}]
+        assert body["to_device"]["events"] == user.v2_sync()["to_device"]["events"]
+    # One transaction for the six wakes (without the batch: six).
+    assert reads() - before == 1
