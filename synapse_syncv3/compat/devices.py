@@ -7,7 +7,7 @@ and ``DeviceHandler``, and the end-to-end keys store. The SQL condition on Synap
 ``synapse_sql.py``, and so is the statement that reads a device's inbox.
 
 To-device messages are read through a ``BatchingQueue`` (``synapse.util.batching_queue``,
-the queue Synapse batches presence writes with): the long-polls one notification wakes
+Synapse's own, with which its keyring batches key fetches): the long-polls one notification wakes
 (a ``sendToDevice`` to 100 devices wakes 100) each ask for their device's messages in
 the same reactor turn, and the queue reads them all in one transaction, one statement
 per device, instead of one transaction each (a transaction is most of what a wake costs

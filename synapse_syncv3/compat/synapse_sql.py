@@ -1,9 +1,9 @@
 """Every SQL statement the module runs against Synapse's own tables.
 
 Synapse area: its main database schema (``room_memberships``, ``events``,
-``rejections``, ``devices``, ``device_inbox``), read only. The area files of this package call these
-functions instead of writing SQL; the module's own tables (``syncv3_*``) are
-``store.py``'s business.
+``rejections``, ``devices``, ``device_inbox``), read only. The area files of this
+package call these functions instead of writing SQL; the module's own tables
+(``syncv3_*``) are ``store.py``'s business.
 
 Versions: the columns read here are unchanged over the supported range (1.152.0 to the
 newest release). ``make_in_list_sql_clause`` and ``batch_iter`` are unchanged over the
