@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from harness import MatrixUser
-from tests.integration.helpers import V3, Server, after, shared_room, timed, with_position
+from tests.integration.helpers import V3, Server, after, shared_room, timed, until, with_position
 
 
 def members(obj: dict[str, Any]) -> list[str]:
@@ -36,10 +35,10 @@ def rename(user: MatrixUser, name: str, *rooms: str) -> None:
     user.set_displayname(name)
     for room in rooms:
         path = f"/rooms/{quote(room)}/state/m.room.member/{quote(user.user_id)}"
-        deadline = time.monotonic() + 10
-        while user._call("GET", path).get("displayname") != name:
-            assert time.monotonic() < deadline, f"{user.user_id} not renamed in {room}"
-            time.sleep(0.05)
+        until(
+            lambda path=path: user._call("GET", path).get("displayname") == name,
+            f"{user.user_id} not renamed in {room}",
+        )
 
 
 def kick(admin: MatrixUser, room_id: str, user: MatrixUser, action: str = "kick") -> None:
