@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import socket
@@ -98,13 +99,40 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+_LISTEN_FAILURE = re.compile(r"Couldn't listen on [0-9.]+:([0-9]+)")
+
+
+def _port_not_listened_on(output: str) -> int | None:
+    """The port of Twisted's CannotListenError in a start-up's output, if any."""
+    found = _LISTEN_FAILURE.findall(output)
+    return int(found[-1]) if found else None
+
+
+def _port_range() -> tuple[int, int]:
+    """20000-40000 without the kernel's ephemeral range: an outgoing connection (to
+    PostgreSQL, Redis, another server) may be given any port in that range, even
+    between our choice and Synapse's bind."""
+    low, high = _PORT_RANGE
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        ephemeral = (int(text[0]), int(text[1]))
+    except (OSError, ValueError, IndexError):
+        return low, high
+    if ephemeral[0] > low + 1000:
+        return low, min(high, ephemeral[0] - 1)
+    if ephemeral[1] < high - 1000:
+        return max(low, ephemeral[1] + 1), high
+    return low, high
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 in 20000-40000 that is free now and not handed out before by this
-    process (never 8008/8448)."""
+    """A port on 127.0.0.1 in 20000-40000, outside the ephemeral range, that is free now
+    and not handed out before by this process (never 8008/8448)."""
     rng = random.SystemRandom()
+    low, high = _port_range()
     with _port_lock:
         for _ in range(500):
-            port = rng.randint(*_PORT_RANGE)
+            port = rng.randint(low, high)
             if port in _RESERVED_PORTS or port in _handed_out:
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -205,6 +233,10 @@ class Homeserver:
         self.extra_config: dict[str, Any] = dict(extra_config or {})
         self.python = python
         self.port = port if port is not None else free_port()
+        #: The port was chosen here (not given), so a first start may choose another.
+        self._port_chosen = port is None
+        #: Set once the process answered: clients may know its ports from then on.
+        self._started_once = False
         self.presence = presence
         self.name = name
         #: Extra environment variables of the Synapse process.
@@ -403,21 +435,37 @@ class Homeserver:
     def start(self, timeout: float = 60) -> None:
         """Start Synapse and wait until ``/_matrix/client/versions`` answers 200."""
         started = time.monotonic()
-        proc = self._spawn()
+        self._spawn()
+        self.wait_ready(timeout, started)
+
+    def wait_ready(self, timeout: float = 60, started: float | None = None) -> None:
+        """Wait until the spawned process answers ``/_matrix/client/versions``.
+
+        A first start that could not listen on a port this harness chose (another
+        process took it between the choice and Synapse's bind) is retried on new ports,
+        up to three times; anything else raises HomeserverStartError.
+        """
+        started = time.monotonic() if started is None else started
         deadline = started + timeout
+        retries = 3
         while True:
+            proc = self._proc
             if self._versions_ok():
                 self.ready_seconds = time.monotonic() - started
+                self._started_once = True
                 return
-            code = proc.poll()
+            code = proc.poll() if proc is not None else -1
             if code is not None:
-                self._reap()
-                raise HomeserverStartError(
-                    self._failure_report(
-                        f"Synapse {self.name} exited with code {code} during start-up"
-                    ),
-                    exit_code=code,
+                report = self._failure_report(
+                    f"Synapse {self.name} exited with code {code} during start-up"
                 )
+                port = _port_not_listened_on(self.output_since_start())
+                self._reap()
+                if retries and port is not None and self._choose_new_port(port):
+                    retries -= 1
+                    self._spawn()
+                    continue
+                raise HomeserverStartError(report, exit_code=code)
             if time.monotonic() > deadline:
                 report = self._failure_report(
                     f"Synapse {self.name} not ready after {timeout:.0f} s; killed it"
@@ -425,6 +473,16 @@ class Homeserver:
                 self.kill()
                 raise HomeserverStartError(report)
             time.sleep(0.05)
+
+    def _choose_new_port(self, port: int) -> bool:
+        """Replace ``port`` (one Synapse could not listen on) with a free one; False when
+        the port was given by the caller or clients may already know it (the process
+        answered before)."""
+        if self._started_once or not self._port_chosen or port != self.port:
+            return False
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        return True
 
     def start_expecting_failure(self, timeout: float = 60) -> tuple[int, str]:
         """Run Synapse expecting it to exit (e.g. on a config error).

@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from .client import Account, MatrixUser
-from .homeserver import NO_MODULE_CONFIG, Homeserver, HomeserverStartError, free_port
+from .homeserver import NO_MODULE_CONFIG, Homeserver, free_port
 from .postgres import PostgresDatabase
 
 __all__ = [
@@ -186,6 +186,14 @@ class MainProcess(Homeserver):
         self.instance_map: dict[str, dict[str, Any]] = {}
         #: ``stream_writers`` of the shared configuration (stream -> instance names).
         self.stream_writers: dict[str, list[str]] = {}
+
+    def _choose_new_port(self, port: int) -> bool:
+        """The replication port too may be replaced at the first start: workers read it
+        from the shared configuration only when they start, after this process."""
+        if port == self.replication_port and not self._started_once:
+            self.replication_port = free_port()
+            return True
+        return super()._choose_new_port(port)
 
     def config(self) -> dict[str, Any]:
         config = super().config()
@@ -368,7 +376,7 @@ class WorkerDeployment:
         for worker in self.workers:
             worker._spawn()
         for worker in self.workers:
-            _wait_ready(worker, timeout)
+            worker.wait_ready(timeout)
 
     def stop(self) -> None:
         """Stop the workers, then the main process."""
@@ -458,23 +466,3 @@ def process_rss(process: Homeserver) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return None
-
-
-def _wait_ready(process: Homeserver, timeout: float) -> None:
-    """Wait for a spawned process's ``/_matrix/client/versions`` (as ``start`` does)."""
-    started = time.monotonic()
-    while True:
-        if process._versions_ok():
-            process.ready_seconds = time.monotonic() - started
-            return
-        proc = process._proc
-        code = proc.poll() if proc is not None else -1
-        if code is not None:
-            report = process._failure_report(f"Synapse {process.name} exited with code {code}")
-            process._reap()
-            raise HomeserverStartError(report, exit_code=code)
-        if time.monotonic() - started > timeout:
-            report = process._failure_report(f"Synapse {process.name} not ready after {timeout} s")
-            process.kill()
-            raise HomeserverStartError(report)
-        time.sleep(0.05)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+import harness.homeserver
 from harness import (
     Homeserver,
     HomeserverStartError,
     MatrixUser,
     PostgresDatabase,
+    free_port,
     postgres_unavailable_reason,
 )
 
@@ -146,3 +148,49 @@ def test_refuses_busy_port(tmp_path: Path) -> None:
                 hs.start()
         finally:
             hs.kill()
+
+
+def test_port_taken_after_the_choice_is_chosen_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once lost a run to a port that another process bound between our choice and
+    Synapse's bind: a first start on a port the harness chose moves to a new one."""
+    hs = Homeserver(tmp_path / "raced", module_config=None)
+    chosen = hs.port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", chosen))
+        sock.listen()
+        # The race: the port looks free when checked, and is taken when Synapse binds.
+        monkeypatch.setattr(harness.homeserver, "port_in_use", lambda port: False)
+        try:
+            hs.start()
+            assert hs.port != chosen
+            assert hs.base_url == f"http://127.0.0.1:{hs.port}"
+            assert f"Couldn't listen on 127.0.0.1:{chosen}" in hs.stdout_path.read_text()
+            # Known to clients now: a restart keeps the port.
+            monkeypatch.undo()
+            hs.stop()
+            hs.start()
+            assert hs.port != chosen
+        finally:
+            hs.kill()
+
+
+def test_chosen_ports_avoid_the_ephemeral_range() -> None:
+    """Outgoing connections get their local port from the kernel's ephemeral range at
+    any moment; a listener port from it can be taken before Synapse binds it."""
+    low, high = harness.homeserver._port_range()
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    first, last = int(ephemeral[0]), int(ephemeral[1])
+    assert high < first or low > last
+    for _ in range(200):
+        assert not first <= free_port() <= last
+
+
+def test_listen_failure_is_read_from_twisted_s_message() -> None:
+    output = (
+        "...\ntwisted.internet.error.CannotListenError: Couldn't listen on "
+        "127.0.0.1:39786: [Errno 98] Address already in use.\n"
+    )
+    assert harness.homeserver._port_not_listened_on(output) == 39786
+    assert harness.homeserver._port_not_listened_on("ImportError: no module") is None
