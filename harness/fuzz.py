@@ -26,7 +26,6 @@ from __future__ import annotations
 import http.client
 import json
 import random
-import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from synapse_syncv3.core.tokens import MalformedTokenError
 from synapse_syncv3.streams import ORDER, token_codec
 
 from .client import Client, MatrixUser
+from .logs import log_problems_of
 
 __all__ = [
     "FuzzRequest",
@@ -745,11 +745,7 @@ def prepare(alice: MatrixUser, bob: MatrixUser) -> str:
     return room_id
 
 
-_LOG_PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext", re.MULTILINE)
-
-
 def log_problems(log_path: Path) -> list[str]:
     """ERROR/CRITICAL lines, tracebacks and logcontext complaints in a Synapse log (the
     check the integration tests run on every server's log)."""
-    text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    return [line[:300] for line in text.splitlines() if _LOG_PROBLEM_RE.search(line)]
+    return log_problems_of(log_path)

@@ -30,7 +30,7 @@ from synapse.events.utils import FilteredEvent
 
 from synapse_syncv3.compat import synapse_sql
 from synapse_syncv3.compat.base import JsonDict
-from synapse_syncv3.compat.rooms import RoomsMixin, RoomTimeline
+from synapse_syncv3.compat.rooms import IgnoredInviters, RoomsMixin, RoomTimeline
 from synapse_syncv3.core.room_list import NameParts
 
 __all__ = ["ListedRoom", "Listing", "RoomListMixin"]
@@ -71,6 +71,25 @@ class Listing:
     invites: Mapping[str, str]
 
 
+def _listing(listed: Mapping[str, ListedRoom]) -> Listing:
+    return Listing(
+        listed,
+        frozenset(r for r, room in listed.items() if room.membership == "join"),
+        {r: room.event_id for r, room in listed.items() if room.membership == "invite"},
+    )
+
+
+def _without_ignored_invites(listing: Listing, ignored: IgnoredInviters) -> Listing:
+    """``listing`` without the invites the user's invite rules ignore (the cached
+    listing already leaves out ignored users; rules are rare and invites few)."""
+    if ignored.rules is None:
+        return listing
+    hidden = {r for r in listing.invites if ignored.ignores(listing.rooms[r].sender)}
+    if not hidden:
+        return listing
+    return _listing({r: room for r, room in listing.rooms.items() if r not in hidden})
+
+
 class RoomListMixin(RoomsMixin):
     """The reads of the ``room_list`` stream (SPEC §7.4)."""
 
@@ -92,16 +111,16 @@ class RoomListMixin(RoomsMixin):
 
     async def listed_rooms(self, user_id: str) -> Listing:
         """The user's room list (SPEC §7.4): joined and invited rooms, without invites
-        from ignored users, rooms Synapse excludes from sync and rooms of unknown room
-        versions (as v2 sync). Kept per user until the user's membership or ignored
-        users change, so that neither a long-poll's wakes nor first pages rebuild a
-        5,000-room list."""
+        from ignored users (or senders the user's invite rules ignore), rooms Synapse
+        excludes from sync and rooms of unknown room versions (as v2 sync). Kept per
+        user until the user's membership or ignored users change, so that neither a
+        long-poll's wakes nor first pages rebuild a 5,000-room list."""
         mark = self._membership_mark(user_id)
-        ignored = frozenset(await self._store.ignored_users(user_id))
+        ignored = await self.ignored_inviters(user_id)
         cached = self._listings.get(user_id)
-        if cached is not None and cached[0] == mark and cached[1] == ignored:
+        if cached is not None and cached[0] == mark and cached[1] == ignored.users:
             self._listings.move_to_end(user_id)
-            return cached[2]
+            return _without_ignored_invites(cached[2], ignored)
         rooms = await self._store.get_rooms_for_local_user_where_membership_is(
             user_id,
             (Membership.JOIN, Membership.INVITE),
@@ -111,20 +130,16 @@ class RoomListMixin(RoomsMixin):
             r.room_id: ListedRoom(r.room_id, r.membership, r.sender, r.event_id, r.event_pos.stream)
             for r in rooms
             if r.room_version_id in KNOWN_ROOM_VERSIONS
-            and (r.membership == Membership.JOIN or r.sender not in ignored)
+            and (r.membership == Membership.JOIN or r.sender not in ignored.users)
         }
-        listing = Listing(
-            listed,
-            frozenset(r for r, room in listed.items() if room.membership == "join"),
-            {r: room.event_id for r, room in listed.items() if room.membership == "invite"},
-        )
+        listing = _listing(listed)
         # The mark was taken before the read: a change during the read moves the
         # cache, so the next call reads again.
-        self._listings[user_id] = (mark, ignored, listing)
+        self._listings[user_id] = (mark, ignored.users, listing)
         self._listings.move_to_end(user_id)
         while len(self._listings) > _LISTED_USERS_CACHED:
             self._listings.popitem(last=False)
-        return listing
+        return _without_ignored_invites(listing, ignored)
 
     def joined_rooms_with_events_after(self, listing: Listing, position: int) -> set[str]:
         """Joined rooms of the listing that may have events after ``position``, from

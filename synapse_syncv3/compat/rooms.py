@@ -5,7 +5,7 @@ Synapse's state storage, stripped invite/knock state, ``prev_batch`` tokens.
 Synapse area: the room stores (``get_rooms_for_local_user_where_membership_is``,
 ``get_membership_changes_for_user``, ``paginate_room_events_by_stream_ordering``,
 ``get_rooms_that_changed``, ``check_if_events_in_current_state``, ``ignored_users``,
-``get_last_event_id_in_room_before_stream_ordering``),
+``get_invite_config_for_user``, ``get_last_event_id_in_room_before_stream_ordering``),
 ``StateStorageController.get_state_ids_at`` and ``get_state_after_event``,
 ``synapse.visibility``, the relations
 handler (bundled aggregations) and ``synapse.events.utils.strip_event``.
@@ -23,13 +23,14 @@ from typing import Any
 import attrs
 from synapse.api.constants import Direction, Membership
 from synapse.events.utils import FilteredEvent, strip_event
+from synapse.storage.invite_rule import AllowAllInviteRulesConfig, InviteRule
 from synapse.types import RoomStreamToken, StreamKeyType, StreamToken
 
 from synapse_syncv3.compat.base import JsonDict
 from synapse_syncv3.compat.timeline import TimelineMixin
 from synapse_syncv3.core.rooms import MembershipChange, StateKey
 
-__all__ = ["CurrentMembership", "RoomTimeline", "RoomsMixin"]
+__all__ = ["CurrentMembership", "IgnoredInviters", "RoomTimeline", "RoomsMixin"]
 
 #: Pages of raw events fetched to fill one timeline before giving up and calling it
 #: limited (v2 sync tries 5 times too): bounds the work for rooms where the user may
@@ -47,6 +48,23 @@ class CurrentMembership:
     sender: str
     #: Room stream position of the membership event.
     position: int
+
+
+@attrs.frozen
+class IgnoredInviters:
+    """Whose invites the user does not see (SPEC §7.4, §9.1), as v2 sync decides: the
+    users of the ``m.ignored_user_list`` and, where the server enables an invite
+    permission config with ignore rules (MSC4155, experimental), the senders it
+    ignores."""
+
+    users: frozenset[str]
+    #: Synapse's ``InviteRulesConfig`` for the user; None when it allows every invite.
+    rules: Any = attrs.field(default=None, eq=False)
+
+    def ignores(self, sender: str) -> bool:
+        if sender in self.users:
+            return True
+        return self.rules is not None and self.rules.get_invite_rule(sender) == InviteRule.IGNORE
 
 
 @attrs.frozen
@@ -127,8 +145,13 @@ class RoomsMixin(TimelineMixin):
             return set()
         return set(self._store.get_rooms_that_changed(room_ids, RoomStreamToken(stream=position)))
 
-    async def ignored_users(self, user_id: str) -> frozenset[str]:
-        return frozenset(await self._store.ignored_users(user_id))
+    async def ignored_inviters(self, user_id: str) -> IgnoredInviters:
+        """The user's ignored users and invite rules (both cached by Synapse)."""
+        users = frozenset(await self._store.ignored_users(user_id))
+        rules = await self._store.get_invite_config_for_user(user_id)
+        if isinstance(rules, AllowAllInviteRulesConfig):
+            rules = None
+        return IgnoredInviters(users, rules)
 
     async def room_timeline(
         self, requester: Any, room_id: str, *, upper: int, lower: int | None, limit: int

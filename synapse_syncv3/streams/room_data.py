@@ -178,7 +178,7 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
             return StreamResult(payload={"rooms": {}}, position=str(max(position or 0, now)))
 
         memberships = await synapse.user_memberships(ctx.user_id, candidates)
-        ignored = await synapse.ignored_users(ctx.user_id)
+        ignored = await synapse.ignored_inviters(ctx.user_id)
         entries: dict[str, JsonDict] = {}
         delivered: list[str] = []
         for room_id in candidates:
@@ -197,7 +197,7 @@ class RoomDataStream(RoomPositionMixin, StreamDefaults):
                 continue
             if plan.kind in ("invite", "knock"):
                 assert current is not None
-                if plan.kind == "invite" and current.sender in ignored:
+                if plan.kind == "invite" and ignored.ignores(current.sender):
                     continue  # invites from ignored users are never reported (SPEC §9.1)
                 stripped = await synapse.stripped_state(current.event_id, plan.kind)
                 entries[room_id] = {

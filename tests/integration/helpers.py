@@ -15,6 +15,7 @@ import attrs
 
 from harness import Homeserver, MatrixUser, PostgresDatabase
 from harness.client import Response
+from harness.logs import log_problems_of
 from synapse_syncv3.core.tokens import SinceToken
 from synapse_syncv3.streams import token_codec
 
@@ -22,10 +23,6 @@ V3_PATH = "/_matrix/client/v3/sync"
 MODULE_PATH = "/_synapse/client/syncv3/sync"
 TOKEN_RE = re.compile(r"^V3_[A-Za-z0-9._~-]+$")
 UNKNOWN_SESSION_BODY = {"errcode": "M_UNKNOWN_SYNC_SESSION", "error": "Session unknown or expired"}
-
-
-#: Log lines that mean something went wrong inside Synapse or the module.
-_LOG_PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext", re.MULTILINE)
 
 
 @attrs.define
@@ -38,17 +35,7 @@ class Server:
 
     def log_problems(self) -> list[str]:
         """ERROR/CRITICAL lines, tracebacks and logcontext complaints in the log."""
-        try:
-            text = self.hs.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        problems = []
-        for line in text.splitlines():
-            if _LOG_PROBLEM_RE.search(line) and not any(
-                expected in line for expected in self.expected_log_problems
-            ):
-                problems.append(line[:300])
-        return problems
+        return log_problems_of(self.hs.log_path, self.expected_log_problems)
 
     @property
     def base_url(self) -> str:

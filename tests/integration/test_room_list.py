@@ -867,6 +867,34 @@ def test_invites_from_ignored_users_are_left_out(server: Server) -> None:  # SPE
     assert ids(listing(body)) == [joined]
 
 
+def test_invites_the_invite_rules_ignore_are_left_out(own_server: Any) -> None:  # SPEC §7.4
+    """Invite permission config (MSC4155, behind Synapse's experimental flag): senders
+    it ignores are left out like ignored users, in room_list and room_data, as v2."""
+    server: Server = own_server(extra_config={"experimental_features": {"msc4155_enabled": True}})
+    bob, carol = server.user(displayname="Bob"), server.user(displayname="Carol")
+    me = server.user(displayname="Me")
+    me.set_account_data(
+        "org.matrix.msc4155.invite_permission_config", {"ignored_users": [carol.user_id]}
+    )
+    ignored = carol.create_room(invite=[me.user_id], name="From Carol")
+    invited = bob.create_room(invite=[me.user_id], name="From Bob")
+    v2_invites = v2_initial(server, me, 1).get("rooms", {}).get("invite", {})
+    assert set(v2_invites) == {invited}  # the oracle: v2 leaves Carol's invite out
+    v3 = V3(me)
+    first = v3.ok({"room_list": {}, "room_data": {"room_ids": [ignored, invited]}})
+    assert ids(listing(first)) == [invited] and listing(first)["count"] == 1
+    assert set(first["room_data"]["rooms"]) == {invited}
+    # A new invite from Carol is no change for either stream; Bob's is.
+    with after(0.3, lambda: carol.invite(carol.create_room(), me.user_id)):
+        wait_quiet(v3, first["next"], 1500)
+    again = bob.create_room(invite=[me.user_id], name="Again")
+    assert ids(listing(v3.ok({}, since=first["next"], timeout=5000))) == [again]
+    # Rules that no longer ignore Carol show her invites on the next first page.
+    me.set_account_data("org.matrix.msc4155.invite_permission_config", {})
+    other = V3(me)
+    assert ignored in ids(listing(other.ok({"room_list": {}})))
+
+
 def test_events_the_user_may_not_see_are_no_change(server: Server) -> None:  # SPEC §7.4
     bob, carol = server.user(displayname="Bob"), server.user(displayname="Carol")
     me = server.user(displayname="Me")

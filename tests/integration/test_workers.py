@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import tempfile
 import threading
@@ -46,6 +45,7 @@ from harness import (
     redis_unavailable_reason,
     worker_support_missing_reason,
 )
+from harness.logs import log_problems_of
 from tests.integration.helpers import UNKNOWN_SESSION_BODY, V3, after, retype, timed
 
 #: Streams written by worker B (the rest, room events included, by the main process).
@@ -142,22 +142,11 @@ def cluster() -> Iterator[Cluster]:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-_PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext", re.MULTILINE)
-
-
 def _log_problems(path: Path) -> list[str]:
-    """ERROR/CRITICAL lines, tracebacks and logcontext complaints of a process's
-    log, up to its shutdown (Synapse's Redis connection logs errors while a process
-    shuts down, which is Synapse's business)."""
-    if not path.exists():
-        return []
-    problems = []
-    for line in path.read_text(errors="replace").splitlines():
-        if "Received SIGTERM, shutting down" in line:
-            break
-        if _PROBLEM_RE.search(line):
-            problems.append(f"{path.name}: {line[:300]}")
-    return problems
+    """Problems of a process's log up to its shutdown (Synapse's Redis connection logs
+    errors while a process shuts down, which is Synapse's business)."""
+    until = "Received SIGTERM, shutting down"
+    return [f"{path.name}: {line}" for line in log_problems_of(path, until=until)]
 
 
 def to_device_contents(body: dict[str, Any]) -> list[Any]:
