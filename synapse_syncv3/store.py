@@ -1,4 +1,5 @@
-"""The session store: every SQL statement of synapse-syncv3 (SPEC §10).
+"""The session store: every SQL statement of synapse-syncv3 over its tables (SPEC §10;
+the tables and their upgrades are schema.py's).
 
 Tables live in Synapse's main database and all start with ``syncv3_``. The same SQL
 runs on SQLite and PostgreSQL (``?`` placeholders, which Synapse rewrites for
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -23,14 +24,9 @@ from synapse_syncv3.core.state import (
     encode_values,
     rooms_prunable_up_to,
 )
-from synapse_syncv3.errors import StorageTooNewError
+from synapse_syncv3.schema import SESSION_TABLES, prepare_schema
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-#: Schema version written by this release of the module.
-SCHEMA_VERSION = 4
 
 #: At least this many params versions are kept per session (SPEC §5.6).
 PARAMS_VERSIONS_KEPT = 20
@@ -39,112 +35,11 @@ PARAMS_VERSIONS_KEPT = 20
 #: M_UNKNOWN_SYNC_SESSION, like a params version no longer retained.
 STATE_VERSIONS_KEPT = 20
 
-#: Each upgrade step brings the schema from version N-1 to N (index 0 is version 1).
-#: Steps must be idempotent: several workers may run them at once.
-SCHEMA_STEPS: Sequence[Sequence[str]] = (
-    (
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_sessions (
-            session_id TEXT NOT NULL PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            device_id TEXT NOT NULL,
-            created_ts BIGINT NOT NULL,
-            last_used_ts BIGINT NOT NULL,
-            params_version BIGINT NOT NULL,
-            wants_to_device SMALLINT NOT NULL,
-            to_device_confirmed BIGINT,
-            delivery_counter BIGINT NOT NULL DEFAULT 0
-        )
-        """,
-        "CREATE INDEX IF NOT EXISTS syncv3_sessions_device ON syncv3_sessions (user_id, device_id)",
-        "CREATE INDEX IF NOT EXISTS syncv3_sessions_last_used ON syncv3_sessions (last_used_ts)",
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_params (
-            session_id TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            params TEXT NOT NULL,
-            PRIMARY KEY (session_id, version)
-        )
-        """,
-    ),
-    (
-        # Per-session stream state (core/state.py): the typed values of each state
-        # version, and the rooms sent per stream with the versions that sent them (a
-        # row per version: versions form a tree, and each lineage reads its own rows).
-        # syncv3_sessions.delivery_counter is the latest state version allocated.
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_stream_state (
-            session_id TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            state TEXT NOT NULL,
-            PRIMARY KEY (session_id, version)
-        )
-        """,
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_sent_rooms (
-            session_id TEXT NOT NULL,
-            stream TEXT NOT NULL,
-            room_id TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            PRIMARY KEY (session_id, stream, room_id, version)
-        )
-        """,
-    ),
-    (
-        # room_list snapshots (SPEC §7.4, §10.3): the order and membership of the
-        # listed rooms at the anchor, one row per snapshot (Snapshot.encode_rooms),
-        # written with the state version of the response that took it.
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_room_list_snapshots (
-            session_id TEXT NOT NULL,
-            snapshot_id TEXT NOT NULL,
-            version BIGINT NOT NULL,
-            anchor TEXT NOT NULL,
-            rooms TEXT NOT NULL,
-            PRIMARY KEY (session_id, snapshot_id)
-        )
-        """,
-    ),
-    (
-        # Deletions of a device's to-device messages decided under the per-device
-        # guard and not yet carried out by Synapse (see SessionStore).
-        """
-        CREATE TABLE IF NOT EXISTS syncv3_to_device_deletions (
-            user_id TEXT NOT NULL,
-            device_id TEXT NOT NULL,
-            up_to BIGINT NOT NULL,
-            PRIMARY KEY (user_id, device_id, up_to)
-        )
-        """,
-    ),
-)
-
 #: room_list snapshots kept per session (SPEC §10.3: at least the 2 most recent).
 SNAPSHOTS_KEPT = 4
 
-#: Tables holding rows of a session, keyed by ``session_id``; all are cleared when a
-#: session is deleted (SPEC §10.1). The sessions table itself comes last.
-SESSION_TABLES = (
-    "syncv3_params",
-    "syncv3_stream_state",
-    "syncv3_sent_rooms",
-    "syncv3_room_list_snapshots",
-    "syncv3_sessions",
-)
-
-#: Tables keyed by device rather than by session (deleted with the device).
-DEVICE_TABLES = ("syncv3_to_device_deletions",)
-
 #: Namespace (first key) of the per-device advisory locks on PostgreSQL ("SV3D").
 DEVICE_LOCK_CLASS = 0x53563344
-
-_CREATE_VERSION_TABLE = """
-    CREATE TABLE IF NOT EXISTS syncv3_schema_version (
-        lock CHAR(1) NOT NULL DEFAULT 'X' UNIQUE,
-        version INTEGER NOT NULL,
-        CHECK (lock = 'X')
-    )
-"""
 
 
 @attrs.frozen
@@ -245,57 +140,9 @@ class SessionStore:
     # -- schema --------------------------------------------------------------------
 
     async def prepare(self) -> int:
-        """Create or upgrade the tables; returns the schema version in use.
-
-        Raises StorageTooNewError (and changes nothing) if the stored version is newer
-        than this release knows.
-        """
-        current = await self._with_ddl_retry(self._read_version_txn)
-        if current > SCHEMA_VERSION:
-            raise StorageTooNewError(
-                f"syncv3 tables are at schema version {current}; this release of "
-                f"synapse-syncv3 supports up to {SCHEMA_VERSION}"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            await self._with_ddl_retry(self._upgrade_txn, version)
-            logger.info("syncv3 tables upgraded to schema version %d", version)
-        return SCHEMA_VERSION
-
-    async def _with_ddl_retry(self, func: Callable[..., T], *args: Any) -> T:
-        # Several workers may create the tables at once; on PostgreSQL concurrent
-        # CREATE ... IF NOT EXISTS can still fail with a unique violation in the
-        # catalog. The statements are idempotent, so retrying is enough.
-        for attempt in range(5):
-            try:
-                return await self._run("syncv3_schema", func, *args)  # type: ignore[no-any-return]
-            except StorageTooNewError:
-                raise
-            except Exception as e:
-                if attempt == 4 or ("already exists" not in str(e) and "duplicate" not in str(e)):
-                    raise
-                logger.info("Concurrent schema creation, retrying: %s", e)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _read_version_txn(txn: Any) -> int:
-        txn.execute(_CREATE_VERSION_TABLE)
-        txn.execute("SELECT version FROM syncv3_schema_version")
-        row = txn.fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    def _upgrade_txn(txn: Any, version: int) -> None:
-        txn.execute("SELECT version FROM syncv3_schema_version")
-        row = txn.fetchone()
-        if row and int(row[0]) >= version:
-            return  # another worker got there first
-        for statement in SCHEMA_STEPS[version - 1]:
-            txn.execute(statement)
-        txn.execute(
-            "INSERT INTO syncv3_schema_version (lock, version) VALUES ('X', ?)"
-            " ON CONFLICT (lock) DO UPDATE SET version = EXCLUDED.version",
-            (version,),
-        )
+        """Create or upgrade the tables (:func:`~synapse_syncv3.schema.prepare_schema`);
+        returns the schema version in use."""
+        return await prepare_schema(self._run)
 
     # -- sessions ------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from synapse_syncv3.store import SCHEMA_VERSION, SESSION_TABLES
+from synapse_syncv3.schema import SCHEMA_VERSION, SESSION_TABLES
 from tests.integration.helpers import V3, Server, until
 
 

@@ -4,7 +4,8 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from synapse_syncv3.core.state import SessionState, Snapshot
-from synapse_syncv3.store import DEVICE_TABLES, SESSION_TABLES, SweepResult
+from synapse_syncv3.schema import DEVICE_TABLES, SESSION_TABLES
+from synapse_syncv3.store import SweepResult
 from tests.store.conftest import Backend
 from tests.store.helpers import (
     DEVICE,

@@ -6,7 +6,7 @@ import pytest
 
 from synapse_syncv3.core.state import SessionState
 from synapse_syncv3.errors import StorageTooNewError
-from synapse_syncv3.store import (
+from synapse_syncv3.schema import (
     _CREATE_VERSION_TABLE,
     DEVICE_TABLES,
     SCHEMA_STEPS,
