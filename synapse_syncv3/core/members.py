@@ -123,17 +123,24 @@ def page_of(snapshot: Sequence[Member], offset: int, limit: int) -> Page:
 class SnapshotCache:
     """Sorted snapshots by (room, state position, sort), least recently used out,
     bounded by the total number of members held. Snapshots never change, so the
-    pages after the first cost no state lookup."""
+    pages after the first cost no state lookup. Every event of a room is a new state
+    position, so most snapshots of a busy room hold the same members as the one
+    before: an equal snapshot of the same room and sort is shared, held once."""
 
     #: ~300 bytes a member: at most ~15 MiB per process (200,000 held ~60 MiB, which a
     #: soak on workers filled at ~1 MiB a minute: every event in a room makes a new
-    #: state position, so busy rooms add a snapshot per first page).
+    #: state position, so busy rooms added a snapshot per first page).
     MAX_MEMBERS = 50_000
 
     def __init__(self, max_members: int = MAX_MEMBERS) -> None:
         self._max_members = max_members
+        #: Members of the distinct snapshots held.
         self._held = 0
         self._entries: OrderedDict[tuple[str, int, str], list[Member]] = OrderedDict()
+        #: id of a held snapshot -> the number of keys sharing it.
+        self._sharers: dict[int, int] = {}
+        #: (room, sort) -> the snapshot put last, which an equal new one shares.
+        self._latest: dict[tuple[str, str], list[Member]] = {}
 
     def get(self, key: tuple[str, int, str]) -> list[Member] | None:
         found = self._entries.get(key)
@@ -141,16 +148,41 @@ class SnapshotCache:
             self._entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, int, str], members: list[Member]) -> None:
+    def put(self, key: tuple[str, int, str], members: list[Member]) -> list[Member]:
+        """Hold ``members`` under ``key``; returns the snapshot held: an equal one of
+        the same room and sort already held, or ``members``. A snapshot larger than
+        the bound is not held."""
         if len(members) > self._max_members:
-            return
+            return members
+        room_sort = (key[0], key[2])
+        latest = self._latest.get(room_sort)
+        if latest is not None and latest == members:
+            members = latest
         if key in self._entries:
-            self._held -= len(self._entries.pop(key))
+            self._release(key, self._entries.pop(key))
         self._entries[key] = members
-        self._held += len(members)
+        count = self._sharers.get(id(members), 0)
+        self._sharers[id(members)] = count + 1
+        if count == 0:
+            self._held += len(members)
+        self._latest[room_sort] = members
         while self._held > self._max_members:
-            _, evicted = self._entries.popitem(last=False)
-            self._held -= len(evicted)
+            self._release(*self._entries.popitem(last=False))
+        return members
+
+    def _release(self, key: tuple[str, int, str], members: list[Member]) -> None:
+        count = self._sharers.pop(id(members)) - 1
+        if count:
+            self._sharers[id(members)] = count
+            return
+        self._held -= len(members)
+        if self._latest.get((key[0], key[2])) is members:
+            del self._latest[(key[0], key[2])]
+
+    @property
+    def held(self) -> int:
+        """Members of the distinct snapshots held."""
+        return self._held
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -149,8 +149,7 @@ class RoomMembersStream(RoomPositionMixin, StreamDefaults):
         if cached is not None:
             return cached
         snapshot = sort_members(await ctx.synapse.member_state_at(room_id, state_at), sort)
-        self._snapshots.put(key, snapshot)
-        return snapshot
+        return self._snapshots.put(key, snapshot)
 
     async def _stream(
         self, ctx: StreamContext, room_id: str, limit: int, position: int, now: int
