@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .client import Account, Client, new_txn_id, quote
+from .logs import PROBLEM_RE
 from .workers import WorkerDeployment
 
 __all__ = [
@@ -693,7 +694,6 @@ def run_chaos(
 
 # -- logs ------------------------------------------------------------------------------
 
-_PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext")
 _EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")
 
 
@@ -718,7 +718,7 @@ def log_problems(path: Path) -> tuple[list[str], list[str]]:
     lines = _log_lines(path)
     covered = -1  # lines up to here belong to a block already reported
     for number, line in enumerate(lines):
-        if number <= covered or not _PROBLEM_RE.search(line):
+        if number <= covered or not PROBLEM_RE.search(line):
             continue
         block = [line]
         for follow in lines[number + 1 : number + 200]:
