@@ -4,7 +4,7 @@ Tables live in Synapse's main database and all start with ``syncv3_``; the same
 statements run on SQLite and PostgreSQL. ``syncv3_schema_version`` holds the version
 in use; :func:`prepare_schema` brings the tables to :data:`SCHEMA_VERSION` step by
 step, and leaves a newer version alone (StorageTooNewError). The statements over the
-tables are the session store's (store.py).
+tables are the session store's (store.py, store_state.py, store_to_device.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from synapse_syncv3.errors import StorageTooNewError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: ``run(desc, func, *args)`` runs ``func(txn, *args)`` in a transaction
+#: (``ModuleApi.run_db_interaction``).
+RunInteraction = Callable[..., Awaitable[Any]]
 
 #: Schema version written by this release of the module.
 SCHEMA_VERSION = 4
@@ -124,7 +128,7 @@ _CREATE_VERSION_TABLE = """
 """
 
 
-async def prepare_schema(run: Callable[..., Awaitable[Any]]) -> int:
+async def prepare_schema(run: RunInteraction) -> int:
     """Create or upgrade the tables through ``run(desc, func, *args)`` (a transaction
     runner); returns the schema version in use.
 
@@ -143,9 +147,7 @@ async def prepare_schema(run: Callable[..., Awaitable[Any]]) -> int:
     return SCHEMA_VERSION
 
 
-async def _with_ddl_retry(
-    run: Callable[..., Awaitable[Any]], func: Callable[..., T], *args: Any
-) -> T:
+async def _with_ddl_retry(run: RunInteraction, func: Callable[..., T], *args: Any) -> T:
     # Several workers may create the tables at once; on PostgreSQL concurrent
     # CREATE ... IF NOT EXISTS can still fail with a unique violation in the
     # catalog. The statements are idempotent, so retrying is enough.

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from harness import PostgresDatabase
-from synapse_syncv3.store import DEVICE_LOCK_CLASS, SessionStore, _device_lock_key
+from synapse_syncv3.store import SessionStore
+from synapse_syncv3.store_to_device import DEVICE_LOCK_CLASS, _device_lock_key
 from tests.store.conftest import DEVICE_EXISTS_SQL, Backend
 from tests.store.helpers import DEVICE, OTHER_DEVICE, T0, TTL, USER, create, load, record
 

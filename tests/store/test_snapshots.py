@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from synapse_syncv3.core.state import Snapshot
-from synapse_syncv3.store import SNAPSHOTS_KEPT
+from synapse_syncv3.store_state import SNAPSHOTS_KEPT
 from tests.store.conftest import Backend
 from tests.store.helpers import create, state_at
 

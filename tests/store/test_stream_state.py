@@ -4,7 +4,7 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from synapse_syncv3.core.state import ClearedRooms, SessionState, decode_values
-from synapse_syncv3.store import STATE_VERSIONS_KEPT
+from synapse_syncv3.store_state import STATE_VERSIONS_KEPT
 from tests.store.conftest import Backend
 from tests.store.helpers import Marker, create, load, state_at
 
