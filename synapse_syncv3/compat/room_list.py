@@ -69,6 +69,9 @@ class Listing:
     joined: frozenset[str]
     #: room id -> invite event id, for the invited rooms.
     invites: Mapping[str, str]
+    #: Invites hidden by invite rules -> this listing without them, kept so that the
+    #: same list is the same object (room_list re-sorts incrementally only then).
+    narrowed: dict[frozenset[str], Listing] = attrs.field(factory=dict, init=False)
 
 
 def _listing(listed: Mapping[str, ListedRoom]) -> Listing:
@@ -84,10 +87,15 @@ def _without_ignored_invites(listing: Listing, ignored: IgnoredInviters) -> List
     listing already leaves out ignored users; rules are rare and invites few)."""
     if ignored.rules is None:
         return listing
-    hidden = {r for r in listing.invites if ignored.ignores(listing.rooms[r].sender)}
+    hidden = frozenset(r for r in listing.invites if ignored.ignores(listing.rooms[r].sender))
     if not hidden:
         return listing
-    return _listing({r: room for r, room in listing.rooms.items() if r not in hidden})
+    narrowed = listing.narrowed.get(hidden)
+    if narrowed is None:
+        listing.narrowed.clear()  # the rules changed: the earlier narrowing is stale
+        narrowed = _listing({r: room for r, room in listing.rooms.items() if r not in hidden})
+        listing.narrowed[hidden] = narrowed
+    return narrowed
 
 
 class RoomListMixin(RoomsMixin):
