@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import save
 from harness import Homeserver, MatrixUser, PostgresDatabase
-from harness.fuzz import FuzzResult, log_problems, prepare, run_fuzz
+from harness.fuzz import FuzzResult, prepare, run_fuzz
+from harness.logs import log_problems_of
 
 
 def run(db: str, requests: int, seed: int, time_limit: float) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def run(db: str, requests: int, seed: int, time_limit: float) -> dict[str, Any]:
         "command": " ".join(["bench/run", "fuzz.py", *sys.argv[1:]]),
         **result.as_dict(),
         "summary": result.summary(),
-        "log_problems": log_problems(hs.log_path)[:20],
+        "log_problems": log_problems_of(hs.log_path)[:20],
     }
 
 

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .client import Account, Client, new_txn_id, quote
-from .logs import PROBLEM_RE
+from .logs import PROBLEM_RE, RECORD_RE
 from .workers import WorkerDeployment
 
 __all__ = [
@@ -722,7 +722,7 @@ def log_problems(path: Path) -> tuple[list[str], list[str]]:
             continue
         block = [line]
         for follow in lines[number + 1 : number + 200]:
-            if re.match(r"^\d{4}-\d\d-\d\d ", follow):
+            if RECORD_RE.match(follow):
                 break
             block.append(follow)
         covered = number + len(block) - 1

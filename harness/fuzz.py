@@ -30,7 +30,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,14 +39,12 @@ from synapse_syncv3.core.tokens import MalformedTokenError
 from synapse_syncv3.streams import ORDER, token_codec
 
 from .client import Client, MatrixUser
-from .logs import log_problems_of
 
 __all__ = [
     "FuzzRequest",
     "FuzzResult",
     "HostileRequests",
     "check_response",
-    "log_problems",
     "prepare",
     "run_fuzz",
 ]
@@ -743,9 +740,3 @@ def prepare(alice: MatrixUser, bob: MatrixUser) -> str:
     bob.set_typing(room_id, True)
     bob.send_to_device("m.fuzz", {alice.user_id: {alice.device_id: {"n": 1}}})
     return room_id
-
-
-def log_problems(log_path: Path) -> list[str]:
-    """ERROR/CRITICAL lines, tracebacks and logcontext complaints in a Synapse log (the
-    check the integration tests run on every server's log)."""
-    return log_problems_of(log_path)

@@ -13,7 +13,7 @@ __all__ = ["SYNAPSE_RETRIES", "log_problems_in", "log_problems_of"]
 PROBLEM_RE = re.compile(r" - (ERROR|CRITICAL) - |^Traceback|logcontext", re.MULTILINE)
 
 #: The start of a log record (a traceback's lines follow their record without it).
-_RECORD_RE = re.compile(r"^\d{4}-\d\d-\d\d ")
+RECORD_RE = re.compile(r"^\d{4}-\d\d-\d\d ")
 
 #: ERROR records Synapse writes by design before it retries, with their tracebacks:
 #: not problems. Its background update filling ``sliding_sync_joined_rooms`` on a new
@@ -32,7 +32,7 @@ def log_problems_in(
     for line in text.splitlines():
         if until is not None and until in line:
             break
-        if _RECORD_RE.match(line):
+        if RECORD_RE.match(line):
             skipping = any(retry in line for retry in SYNAPSE_RETRIES)
         if skipping:
             continue
