@@ -154,7 +154,7 @@ class SyncV3Handler:
                         # the user since the last computation (a wake that comes
                         # between a computation and the next listen fires that
                         # listen at once), so nothing this request asks for moved.
-                        deadline = self._synapse.time_ms() + req.query.timeout_ms
+                        deadline = self._synapse.wait_clock_ms() + req.query.timeout_ms
                         token = checked.ctx.now
                         while True:
                             listening = self._synapse.listen(

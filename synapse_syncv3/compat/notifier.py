@@ -22,6 +22,7 @@ Versions:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,14 @@ __all__ = ["Listening", "NotifierMixin"]
 
 #: Waits end at most this much before their deadline (one timer for all of them).
 DEADLINE_TICK_MS = 20
+
+
+def monotonic_ms() -> int:
+    """The clock of wait deadlines: monotonic, so that a step of the wall clock (NTP,
+    a virtual machine resumed from a snapshot) neither ends a wait early nor holds it
+    past its timeout. Twisted's timers run on the wall clock: one that fires early
+    finds nothing due and is set again (:class:`Deadlines` reads this clock)."""
+    return int(time.monotonic() * 1000)
 
 
 class Listening:
@@ -133,18 +142,19 @@ class NotifierMixin(SynapseBase):
         self._notifier = self._hs.get_notifier()
         reactor: Any = self._hs.get_reactor()
         self._deadlines: Deadlines[Listening] = Deadlines(
-            now_ms=self._clock.time_msec,
+            now_ms=monotonic_ms,
             call_later=reactor.callLater,
             on_due=_time_out,
             tick_ms=DEADLINE_TICK_MS,
         )
 
-    def time_ms(self) -> int:
-        """Synapse's clock, in milliseconds."""
-        return int(self._clock.time_msec())
+    def wait_clock_ms(self) -> int:
+        """The clock of wait deadlines (:func:`monotonic_ms`), in milliseconds."""
+        return monotonic_ms()
 
     def listen(self, user_id: str, token: StreamToken, deadline_ms: int) -> Listening | None:
-        """Wait for activity of ``user_id`` after ``token`` until ``deadline_ms``: the
+        """Wait for activity of ``user_id`` after ``token`` until ``deadline_ms`` (on
+        :meth:`wait_clock_ms`): the
         module's own wait for long-polls. Per waiting request it holds one Deferred in
         the notifier's stream of the user and one entry among the deadlines (Synapse's
         ``wait_for_events`` adds a coroutine, a timer and a chain of Deferreds: ~6 KiB
@@ -153,7 +163,7 @@ class NotifierMixin(SynapseBase):
         stream = self._notifier.user_to_user_stream.get(user_id)
         if stream is None:
             return None
-        if deadline_ms <= self.time_ms():
+        if deadline_ms <= monotonic_ms():
             return Listening(defer.succeed(None), None, None, deadline_ms)
         deferred = stream.new_listener(token)
         if deferred.called:  # activity since `token`: no wait

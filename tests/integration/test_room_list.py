@@ -134,7 +134,15 @@ def current_state(user: MatrixUser, room_id: str) -> list[JsonDict]:
     return state
 
 
-def ok_timed(v3: V3, body: JsonDict, since: str, timeout: int = 10000) -> tuple[JsonDict, float]:
+#: Requests that must not wait get this timeout and must answer in well under it:
+#: the margin lets a stalled machine (a busy CI runner) through, not a wait.
+LONG_TIMEOUT_MS = 30000
+AT_ONCE_S = 10
+
+
+def ok_timed(
+    v3: V3, body: JsonDict, since: str, timeout: int = LONG_TIMEOUT_MS
+) -> tuple[JsonDict, float]:
     """A request that has data at once: its answer and how long it took."""
     started = time.monotonic()
     answer = v3.ok(body, since=since, timeout=timeout)
@@ -323,9 +331,9 @@ def test_five_rooms_in_pages_of_two(server: Server) -> None:  # item 62
     while "p" in pages[-1]:
         # Paging goes on with the same since or with the previous page's next.
         started = time.monotonic()
-        body = page(v3, params, pages[-1]["p"]["next"], since, timeout=10000)
+        body = page(v3, params, pages[-1]["p"]["next"], since, timeout=LONG_TIMEOUT_MS)
         elapsed = time.monotonic() - started
-        assert elapsed < 5, "a continuation request never waits"
+        assert elapsed < AT_ONCE_S, "a continuation request never waits"
         assert same_position(body["next"], first["next"]), "a continuation page leaves it"
         pages.append(listing(body))
         since = body["next"]
@@ -488,8 +496,8 @@ def test_a_message_in_streaming_mode(server: Server) -> None:  # item 63
         wait_quiet(v3, first["next"], 1500)
     sent: list[str] = []
     with after(0.3, lambda: sent.append(bob.send_message(busy, "news"))):
-        woke, elapsed = timed(lambda: v3.ok({}, since=first["next"], timeout=10000))
-    assert elapsed < 5
+        woke, elapsed = timed(lambda: v3.ok({}, since=first["next"], timeout=LONG_TIMEOUT_MS))
+    assert elapsed < AT_ONCE_S
     obj = listing(woke)
     assert ids(obj) == [busy] and obj["count"] == 2 and "p" not in obj
     entry = entry_of(obj, busy)
@@ -518,7 +526,7 @@ def test_a_limit_cut_loses_nothing(server: Server) -> None:
             break
         assert len(seen) < 6, f"changes still missing after {len(seen)} responses: {seen}"
         body, elapsed = ok_timed(v3, {}, since)
-        assert elapsed < 5, "the rest of a cut batch is data at once"
+        assert elapsed < AT_ONCE_S, "the rest of a cut batch is data at once"
         obj = listing(body)
         assert 1 <= len(obj["rooms"]) <= 3 and obj["limit"] == 3 and obj["count"] == 10
         for entry in obj["rooms"]:
@@ -658,7 +666,7 @@ def test_sorts_with_ties_and_counts_like_v2(server: Server) -> None:  # item 65
     since = body["next"]
     for sort in cases:
         body, elapsed = ok_timed(v3, {"room_list": {"sort": sort}}, since)
-        assert elapsed < 5, f"a reset ({sort}) is data at once"
+        assert elapsed < AT_ONCE_S, f"a reset ({sort}) is data at once"
         obj = listing(body)
         assert obj["sort"] == sort and obj["count"] == 5
         assert ids(obj) == expected(sort), sort
@@ -685,8 +693,8 @@ def test_read_receipt_lowers_the_count(server: Server) -> None:
         wait_quiet(v3, first["next"], 1500)
     # My own receipt: the room is reported with the lower count.
     with after(0.3, lambda: me.send_receipt(room, last)):
-        body, elapsed = timed(lambda: v3.ok({}, since=first["next"], timeout=10000))
-    assert elapsed < 5
+        body, elapsed = timed(lambda: v3.ok({}, since=first["next"], timeout=LONG_TIMEOUT_MS))
+    assert elapsed < AT_ONCE_S
     obj = listing(body)
     assert ids(obj) == [room]
     entry = entry_of(obj, room)
@@ -792,7 +800,7 @@ def test_state_events_and_the_timeline_cap(server: Server) -> None:  # item 67
     since = body["next"]
     for wanted in filters:
         body, elapsed = ok_timed(v3, {"room_list": {"state_events": wanted}}, since)
-        assert elapsed < 5
+        assert elapsed < AT_ONCE_S
         obj = listing(body)
         for entry in obj["rooms"]:
             expected = {
@@ -805,7 +813,7 @@ def test_state_events_and_the_timeline_cap(server: Server) -> None:  # item 67
 
     # timeline_limit 0: no events, and prev_batch continues from the end (SPEC §9.7).
     body, elapsed = ok_timed(v3, {"room_list": {"timeline_limit": 0}}, since)
-    assert elapsed < 5
+    assert elapsed < AT_ONCE_S
     obj = listing(body)
     assert obj["timeline_limit"] == 0
     for entry in obj["rooms"]:

@@ -172,3 +172,31 @@ def test_every_item_ends_once_within_a_tick_of_its_deadline(tick: int, ops: list
         bound = max(rounded, added_at[item] + 1)
         assert rounded <= at <= min(end for end in step_ends if end >= bound + 1)
         assert deadlines[item] - tick < at
+
+
+def test_a_timer_that_fires_early_ends_nothing_before_the_deadline() -> None:
+    """The deadlines run on a monotonic clock and the timer on the wall clock (Twisted's
+    reactor): when the wall clock steps forward (NTP, a virtual machine resumed from a
+    snapshot) the timer fires early, finds nothing due and is set again."""
+    wall = Clock()
+    monotonic = [0]
+    due: list[tuple[str, int]] = []
+    deadlines: Deadlines[str] = Deadlines(
+        now_ms=lambda: monotonic[0],
+        call_later=wall.callLater,
+        on_due=lambda item: due.append((item, monotonic[0])),
+        tick_ms=20,
+    )
+    deadlines.add("wait", 1500)
+    monotonic[0] = 300
+    wall.advance(0.3)
+    wall.advance(1.0)  # a step of the wall clock: the timer fires, 1.2 s early
+    assert due == []
+    assert len(deadlines) == 1 and len(wall.getDelayedCalls()) == 1
+    monotonic[0] = 1499
+    wall.advance(1.199)
+    assert due == []
+    monotonic[0] = 1500
+    wall.advance(0.001)
+    assert due == [("wait", 1500)]
+    assert wall.getDelayedCalls() == []

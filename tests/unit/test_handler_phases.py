@@ -138,7 +138,7 @@ class FakeSynapse:
         self.log.append(("wait_for_stream_token", token))
         return self.caught_up
 
-    def time_ms(self) -> int:
+    def wait_clock_ms(self) -> int:
         return 1_000_000
 
     def is_disconnected(self, connection: Any) -> bool:
@@ -149,7 +149,7 @@ class FakeSynapse:
         the user's first wait finds no notifier stream."""
         if not self.stream_open:
             return None
-        self.log.append(("wait", deadline_ms - self.time_ms(), token))
+        self.log.append(("wait", deadline_ms - self.wait_clock_ms(), token))
         if self.cancel_wait:
             return FakeListening(self.log, error=CancelledError())
         if not self.wakes:

@@ -168,3 +168,62 @@ def test_a_since_token_bound_against_the_last_sample_waits_for_nothing() -> None
     assert wait(current) is True and asked == [bound]
     ahead = current.copy_and_advance(StreamKeyType.TO_DEVICE, 10)
     assert wait(ahead) is False and asked == [bound, ahead]  # a lagging worker waits
+
+
+class TokenedUserStream(UserStream):
+    """``new_listener(token)`` as Synapse's: at once if the stream moved past ``token``."""
+
+    current_token: Any = "t0"
+
+    def new_listener(self, token: Any = None) -> Deferred[Any]:  # type: ignore[override]
+        if token != self.current_token:
+            return Deferred.fromCoroutine(_value(self.current_token))
+        return super().new_listener()
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+def test_a_step_of_the_wall_clock_neither_ends_a_wait_early_nor_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deadlines run on the monotonic clock; Synapse's clock and Twisted's timers on the
+    wall clock. A wall clock that steps forward 1.2 s during a 1.5 s wait (NTP, a
+    virtual machine resumed from a snapshot) fires the timer early: the wait goes on
+    to its deadline on the monotonic clock."""
+    wall = Clock()
+    wall.advance(1_700_000_000)
+    monotonic = [50_000]
+    from synapse_syncv3.compat import notifier
+
+    monkeypatch.setattr(notifier, "monotonic_ms", lambda: monotonic[0])
+    stream = TokenedUserStream()
+    hs = SimpleNamespace(
+        get_datastores=lambda: SimpleNamespace(main=None),
+        get_event_sources=lambda: None,
+        get_clock=lambda: SimpleNamespace(time_msec=lambda: int(wall.seconds() * 1000)),
+        get_notifier=lambda: SimpleNamespace(user_to_user_stream={"@me:test": stream}),
+        get_reactor=lambda: wall,
+    )
+    mixin = NotifierMixin(SimpleNamespace(_hs=hs))  # type: ignore[arg-type]
+    deadline = mixin.wait_clock_ms() + 1500
+    listening = mixin.listen("@me:test", "t0", deadline)
+    assert listening is not None
+
+    async def wait() -> Any:
+        with listening:
+            return await listening
+
+    result = Deferred.fromCoroutine(wait())
+    monotonic[0] += 300
+    wall.advance(0.3)
+    wall.advance(1.2)  # the wall clock steps: Twisted's timer is due
+    assert not result.called, "a step of the wall clock ended the wait"
+    monotonic[0] += 1199
+    wall.advance(1.199)
+    assert not result.called
+    monotonic[0] += 1
+    wall.advance(0.005)
+    assert result.called and result.result is None
+    assert stream.listeners == set()
