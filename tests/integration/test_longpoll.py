@@ -23,8 +23,8 @@ from tests.integration.helpers import (
 
 def test_new_session_never_waits(server: Server) -> None:  # item 37
     v3 = V3(server.user())
-    body, elapsed = timed(lambda: v3.ok({"to_device": {}}, timeout=10000))
-    assert elapsed < 1
+    body, elapsed = timed(lambda: v3.ok({"to_device": {}}, timeout=30000))
+    assert elapsed < 10
     assert "to_device" in body
 
 
@@ -32,7 +32,7 @@ def test_timeout_reply(server: Server) -> None:  # item 38
     v3 = V3(server.user())
     since = v3.ok({"to_device": {}})["next"]
     body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=1500))
-    assert 1.4 <= elapsed <= 3, elapsed
+    assert 1.4 <= elapsed < 5, elapsed
     assert body == {"next": since}
 
 
@@ -41,7 +41,7 @@ def test_timeout_is_clamped(server_with: Callable[..., Server]) -> None:  # item
     v3 = V3(server.user())
     since = v3.ok({"to_device": {}})["next"]
     body, elapsed = timed(lambda: v3.ok({}, since=since, timeout=60000))
-    assert elapsed < 3
+    assert elapsed < 5
     assert body == {"next": since}
 
 
@@ -99,9 +99,9 @@ def test_page_request_never_waits(server: Server) -> None:  # item 42
     v3 = V3(user)
     since = v3.ok({"room_members": {"room_id": room}})["next"]
     body, elapsed = timed(
-        lambda: v3.ok({"room_members": {"room_id": room, "p": {}}}, since=since, timeout=10000)
+        lambda: v3.ok({"room_members": {"room_id": room, "p": {}}}, since=since, timeout=30000)
     )
-    assert elapsed < 1
+    assert elapsed < 10
     assert "room_members" in body
 
 
@@ -109,7 +109,7 @@ def test_default_timeout_is_zero(server: Server) -> None:  # item 43
     v3 = V3(server.user())
     since = v3.ok({"to_device": {}})["next"]
     body, elapsed = timed(lambda: v3.ok({}, since=since))
-    assert elapsed < 1
+    assert elapsed < 5
     assert body == {"next": since}
 
 
@@ -190,7 +190,7 @@ def test_waits_leave_no_listener_behind(server: Server) -> None:
         until(lambda: waiting() == 2, "the closed long-poll kept waiting")
         assert listeners() == baseline + 2
         body, elapsed = timed_out.result(timeout=10)
-        assert body == {"next": since[timing_out]} and 1.4 <= elapsed < 3, elapsed
+        assert body == {"next": since[timing_out]} and 1.4 <= elapsed < 5, elapsed
         until(lambda: waiting() == 1, "the timed-out long-poll kept waiting")
         assert listeners() == baseline + 1
         user.send_to_device("m.test", {user.user_id: {user.device_id: {"n": 1}}})

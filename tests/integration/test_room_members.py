@@ -162,9 +162,9 @@ def test_streaming_limit_continues_after_last_event(server: Server) -> None:  # 
         (joiners[0].user_id, "invite"),
         (joiners[1].user_id, "invite"),
     ]
-    rest, elapsed = timed(lambda: v3.ok({}, since=body["next"], timeout=5000))
+    rest, elapsed = timed(lambda: v3.ok({}, since=body["next"], timeout=30000))
     assert memberships(rest["room_members"]) == [(joiners[2].user_id, "invite")]
-    assert elapsed < 2  # the remainder of a cut batch is data: no wait
+    assert elapsed < 10  # the remainder of a cut batch is data: no wait
 
 
 def test_display_names_order_by_name(server: Server) -> None:  # item 57
@@ -320,10 +320,10 @@ def test_page_requests_never_wait(server: Server) -> None:
     first = v3.ok({"room_members": {"room_id": room}})
     body, elapsed = timed(
         lambda: v3.ok(
-            {"room_members": {"room_id": room, "p": {}}}, since=first["next"], timeout=5000
+            {"room_members": {"room_id": room, "p": {}}}, since=first["next"], timeout=30000
         )
     )
-    assert elapsed < 2 and members(body["room_members"]) == [alice.user_id, bob.user_id]
+    assert elapsed < 10 and members(body["room_members"]) == [alice.user_id, bob.user_id]
 
 
 def test_unrelated_room_does_not_wake(server: Server) -> None:
