@@ -469,7 +469,30 @@ def sample(world: World, started: float) -> dict[str, Any]:
         )
         point["live_sessions"] = int(cur.fetchone()[0])
     point["clients"] = world.tally.snapshot()
+    point["caches"] = cache_sizes(deployment)
+    point["cache_entries"] = {name: sum(sizes.values()) for name, sizes in point["caches"].items()}
     return point
+
+
+_CACHE_SIZE_RE = re.compile(r"^synapse_util_caches_cache_size\{([^}]*)\} (\S+)$", re.MULTILINE)
+
+
+def cache_sizes(deployment: WorkerDeployment) -> dict[str, dict[str, int]]:
+    """Entries of each of Synapse's caches (``synapse_util_caches_cache_size``), per
+    process: what of the RSS growth is Synapse's caches filling."""
+    sizes: dict[str, dict[str, int]] = {}
+    for process in deployment.processes:
+        try:
+            text = process.metrics()
+        except Exception:
+            continue
+        caches: dict[str, int] = {}
+        for labels, value in _CACHE_SIZE_RE.findall(text):
+            name = dict(_LABEL_RE.findall(labels)).get("name", "?")
+            if float(value) > 0:
+                caches[name] = caches.get(name, 0) + int(float(value))
+        sizes[process.name] = caches
+    return sizes
 
 
 _LABEL_RE = re.compile(r'(\w+)="([^"]*)"')
@@ -697,6 +720,23 @@ def checks(data: dict[str, Any]) -> dict[str, Any]:
         "sent_rooms_by_stream_end": last["sent_rooms_by_stream"],
         "max_oldest_overdue_s": max(s["oldest_overdue_s"] for s in samples),
         "overdue_limit_s": overdue_limit,
+        "cache_entries": {
+            name: {
+                "after_warmup": first.get("cache_entries", {}).get(name),
+                "end": last.get("cache_entries", {}).get(name),
+            }
+            for name in last.get("cache_entries", {})
+        },
+        "cache_growth": {
+            name: sorted(
+                (
+                    (cache, size - first.get("caches", {}).get(name, {}).get(cache, 0))
+                    for cache, size in caches.items()
+                ),
+                key=lambda item: -item[1],
+            )[:8]
+            for name, caches in last.get("caches", {}).items()
+        },
         "rows_after_warmup": first["rows"],
         "rows_end": last["rows"],
         "rows_max": {t: max(s["rows"][t] for s in warm) for t in first["rows"]},
@@ -744,6 +784,15 @@ def report(data: dict[str, Any]) -> str:
             else f"{name} ?"
             for name, r in c["rss"].items()
         ),
+        "Synapse cache entries after warm-up -> end: "
+        + ", ".join(
+            f"{name} {e['after_warmup']} -> {e['end']}" for name, e in c["cache_entries"].items()
+        ),
+        *(
+            f"  {name}, caches grown most: "
+            + ", ".join(f"{cache} {grown:+d}" for cache, grown in grown_most)
+            for name, grown_most in c["cache_growth"].items()
+        ),
         f"DB connections after warm-up: min {c['db_connections']['min']}, max"
         f" {c['db_connections']['max']}, mean first third"
         f" {c['db_connections']['first_third_mean']:.1f}, last third"
@@ -787,7 +836,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         return
     samples = data["samples"]
     t = [s["t"] / 60 for s in samples]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     for name in samples[0]["rss_mib"]:
         axes[0].plot(t, [s["rss_mib"][name] for s in samples], label=name)
     axes[0].set_title("RSS (MiB)")
@@ -800,6 +849,11 @@ def plot(data: dict[str, Any], path: Path) -> None:
     axes[2].plot(t, [s["expired_unswept"] for s in samples], label="expired, not swept")
     axes[2].plot(t, [s["max_params_versions"] for s in samples], label="max params versions")
     axes[2].set_title("connections and sessions")
+    for name in samples[-1].get("cache_entries", {}):
+        axes[3].plot(
+            t, [s.get("cache_entries", {}).get(name, 0) / 1000 for s in samples], label=name
+        )
+    axes[3].set_title("Synapse cache entries (thousands)")
     for ax in axes:
         ax.axvline(data["warmup_s"] / 60, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel("minutes")
