@@ -676,7 +676,8 @@ def progress_line(point: dict[str, Any]) -> str:
         f" expired unswept), params {rows['syncv3_params']} (max {point['max_params_versions']}"
         f" per session), state {rows['syncv3_stream_state']}, sent_rooms"
         f" {rows['syncv3_sent_rooms']}, snapshots {rows['syncv3_room_list_snapshots']},"
-        f" device_inbox {rows['device_inbox']}"
+        f" device_inbox {rows['device_inbox']}; Synapse cache entries"
+        f" {', '.join(f'{k} {v}' for k, v in point.get('cache_entries', {}).items())}"
     )
 
 
