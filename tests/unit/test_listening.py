@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from synapse.logging.context import SENTINEL_CONTEXT, LoggingContext, current_context
 from synapse.types import StreamKeyType, StreamToken
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
 
 from synapse_syncv3.compat.base import SynapseBase
@@ -177,12 +177,8 @@ class TokenedUserStream(UserStream):
 
     def new_listener(self, token: Any = None) -> Deferred[Any]:  # type: ignore[override]
         if token != self.current_token:
-            return Deferred.fromCoroutine(_value(self.current_token))
+            return succeed(self.current_token)
         return super().new_listener()
-
-
-async def _value(value: Any) -> Any:
-    return value
 
 
 def test_a_step_of_the_wall_clock_neither_ends_a_wait_early_nor_late(
