@@ -157,8 +157,9 @@ class NotifierMixin(SynapseBase):
         :meth:`wait_clock_ms`): the module's own wait for long-polls. Per waiting
         request it holds one Deferred in the notifier's stream of the user and one
         entry among the deadlines (Synapse's ``wait_for_events`` adds a coroutine, a
-        timer and a chain of Deferreds: ~6 KiB per waiting request). None if the user has no stream in the notifier yet:
-        :meth:`open_user_stream`, then listen again."""
+        timer and a chain of Deferreds: ~6 KiB per waiting request). None if the user
+        has no stream in the notifier yet: :meth:`open_user_stream`, then listen
+        again."""
         stream = self._notifier.user_to_user_stream.get(user_id)
         if stream is None:
             return None
